@@ -118,7 +118,9 @@ class PartitionDescriptor:
         )
 
 
-def split_descriptor(desc: PartitionDescriptor, new_id: int) -> tuple[PartitionDescriptor, PartitionDescriptor]:
+def split_descriptor(
+    desc: PartitionDescriptor, new_id: int
+) -> tuple[PartitionDescriptor, PartitionDescriptor]:
     """Left keeps the id, right gets ``new_id``; both on the same replicas."""
     left_range, right_range = desc.range.split()
     epoch = desc.epoch + 1
