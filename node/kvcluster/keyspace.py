@@ -74,6 +74,15 @@ class KeyRange:
 EMPTY_RANGE = KeyRange(0, 0)
 
 
+def hash_str(h: int) -> str:
+    """Hash positions travel as hex strings: 2**64 fits neither msgpack nor a JavaScript number."""
+    return f"{h:#018x}"
+
+
+def parse_hash(v: int | str) -> int:
+    return v if isinstance(v, int) else int(v, 16)
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionDescriptor:
     """Which replica set serves which range, at which epoch.
@@ -100,8 +109,8 @@ class PartitionDescriptor:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "start": self.range.start,
-            "end": self.range.end,
+            "start": hash_str(self.range.start),
+            "end": hash_str(self.range.end),
             "epoch": self.epoch,
             "voters": list(self.voters),
             "learners": list(self.learners),
@@ -111,7 +120,7 @@ class PartitionDescriptor:
     def from_dict(cls, d: Mapping[str, Any]) -> PartitionDescriptor:
         return cls(
             id=int(d["id"]),
-            range=KeyRange(int(d["start"]), int(d["end"])),
+            range=KeyRange(parse_hash(d["start"]), parse_hash(d["end"])),
             epoch=int(d["epoch"]),
             voters=tuple(int(v) for v in d["voters"]),
             learners=tuple(int(v) for v in d.get("learners", ())),

@@ -243,6 +243,19 @@ class RaftNode:
         # Wait for the follower's response (or a heartbeat) before probing again.
         pr.probe_sent = True
 
+    def request_snapshot(self, node: int) -> None:
+        """The follower told the runtime it has no replica of this group at all.
+
+        Appends cannot help a replica that does not exist, so the leader sends a
+        snapshot at once (from which the follower creates the replica) instead
+        of probing back through the whole log.
+        """
+        pr = self.progress.get(node)
+        if self.role != Role.LEADER or pr is None or node == self.id or pr.state == ProgressState.SNAPSHOT:
+            return
+        pr.recent_active = True
+        self._send_snapshot(node, pr)
+
     def compact(self, index: int, term: int) -> None:
         self.log.compact(index, term)
 
@@ -639,10 +652,7 @@ class RaftNode:
         if prev_term is None or entries is None:
             if not pr.recent_active:
                 return False
-            # The runtime fills in the data and may raise the index to what it has applied by then.
-            snap = SnapshotMeta(self.log.applied, self.log.term(self.log.applied) or 0, self.conf)
-            self._send(Message(MessageType.SNAPSHOT, to, self.id, self.term, snapshot=snap))
-            pr.become_snapshot(snap.index)
+            self._send_snapshot(to, pr)
             return True
         if not entries and not send_empty:
             return False
@@ -660,6 +670,12 @@ class RaftNode:
         )
         pr.sent(entries[-1].index if entries else prev_index)
         return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> None:
+        # The runtime fills in the data and may raise the index to what it has applied by then.
+        snap = SnapshotMeta(self.log.applied, self.log.term(self.log.applied) or 0, self.conf)
+        self._send(Message(MessageType.SNAPSHOT, to, self.id, self.term, snapshot=snap))
+        pr.become_snapshot(snap.index)
 
     def _broadcast_heartbeat(self, context: bytes) -> None:
         for n in sorted(self.progress):

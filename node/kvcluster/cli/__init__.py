@@ -1,0 +1,1 @@
+"""The ``kvcluster`` command."""

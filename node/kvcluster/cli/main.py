@@ -1,0 +1,20 @@
+"""Entry point: ``kvcluster <command>``."""
+
+from __future__ import annotations
+
+import click
+
+from .nodecmd import node_command
+
+
+@click.group(context_settings={"auto_envvar_prefix": "KVCLUSTER", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kvcluster")
+def cli() -> None:
+    """kvcluster: a partitioned, replicated, strongly consistent key-value store."""
+
+
+cli.add_command(node_command)
+
+
+def main() -> None:
+    cli()

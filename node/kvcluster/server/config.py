@@ -1,0 +1,40 @@
+"""A node's settings: what the command line (or its environment) gives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvcluster.storage import Durability
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: int
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 7000
+    advertise_url: str = ""
+    peers: dict[int, str] = field(default_factory=dict)
+    """Node id -> base URL of the initial members (including this node)."""
+    partitions: int = 8
+    replicas: int = 3
+    cluster_state: str = "new"
+    """``new``: an empty data directory bootstraps the initial layout; ``existing``: it joins empty."""
+    durability: Durability = Durability.FSYNC
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1 << 20
+    client_token: str | None = None
+    admin_token: str | None = None
+    cluster_secret: bytes | None = None
+    tick_ms: int = 100
+    election_ticks: int = 10
+    request_timeout_s: float = 5.0
+    snapshot_entries: int = 10_000
+    """Compact a partition's log once this many applied entries sit behind its snapshot point."""
+    snapshot_keep: int = 1_000
+    """Entries kept after compaction for followers that are only slightly behind."""
+
+    @property
+    def url(self) -> str:
+        return self.advertise_url or f"http://{self.listen_host}:{self.listen_port}"

@@ -1,0 +1,492 @@
+"""The multi-raft host: every partition replica of this node, driven by one loop.
+
+Each loop turn collects a ``Ready`` from every replica that has work and
+turns them into a single storage batch (one transaction, one fsync for all
+partitions), then sends the messages, settles the proposals and reads whose
+entries were applied, and acknowledges the Readies. Ticks are one timer for
+the whole node, so heartbeats of all partitions towards a peer leave in the
+same frame.
+
+Storage failures are fatal by design (fail-stop): a node that cannot persist
+must not answer as if it had, so the host stops and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kvcluster.keyspace import PartitionDescriptor, key_hash
+from kvcluster.raft import (
+    Config,
+    HardState,
+    Message,
+    MessageType,
+    NotLeader,
+    ProposalDropped,
+    RaftLog,
+    RaftNode,
+    Ready,
+    Role,
+)
+from kvcluster.storage import (
+    AppliedState,
+    Batch,
+    Delete,
+    GroupWrite,
+    NewReplica,
+    Outcome,
+    Put,
+    ReplicaRecord,
+    Store,
+    snapshot_descriptor,
+)
+from kvcluster.storage import commands as cmd_codec
+from kvcluster.transport import Frame, PeerLinks, PeerRPC, PeerUnavailable, pack
+from kvcluster.transport.codec import message_to_wire
+
+from .config import NodeConfig
+from .errors import (
+    BusySignal,
+    FrozenSignal,
+    NotHereSignal,
+    NotLeaderSignal,
+    RoutingSignal,
+    Timeout,
+    Unavailable,
+    WrongRangeSignal,
+)
+from .metrics import NodeMetrics
+from .replica import ProposalLost, Replica, ReplicaGone
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PATH = "/internal/v1/snapshot"
+
+
+class RaftHost:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        store: Store,
+        links: PeerLinks,
+        rpc: PeerRPC,
+        metrics: NodeMetrics,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.store = store
+        self.links = links
+        self.rpc = rpc
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+        self.replicas: dict[int, Replica] = {}
+        self.leader_hints: dict[int, int] = {}
+        self.descriptor_listeners: list[Callable[[PartitionDescriptor], None]] = []
+        self.fatal: BaseException | None = None
+        self._wake = asyncio.Event()
+        self._pending_create: list[tuple[NewReplica, Message]] = []
+        self._pending_destroy: list[tuple[int, int]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+        self.turns = 0
+
+    # ---- life cycle -----------------------------------------------------------------------------
+
+    def start(self, records: list[ReplicaRecord]) -> None:
+        for rec in records:
+            self._add_replica(rec)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name="raft-loop"),
+            loop.create_task(self._tick(), name="tick"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for r in self.replicas.values():
+            r.fail_all(Unavailable("node shutting down"))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _add_replica(self, rec: ReplicaRecord) -> Replica:
+        log_ = RaftLog(rec.snap_index, rec.snap_term, rec.entries)
+        config = Config(id=self.node_id, election_tick=self.cfg.election_ticks)
+        core = RaftNode(
+            config,
+            random.Random(self._rng.random()),
+            rec.applied.conf,
+            hard_state=rec.hard_state,
+            log=log_,
+            applied=rec.applied.applied_index,
+        )
+        r = Replica(core, rec.applied)
+        self.replicas[rec.applied.partition] = r
+        self._announce(rec.applied.descriptor)
+        return r
+
+    def _announce(self, desc: PartitionDescriptor) -> None:
+        for listener in self.descriptor_listeners:
+            listener(desc)
+
+    # ---- timers and messages ---------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        interval = self.cfg.tick_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for r in self.replicas.values():
+                r.core.tick()
+            self.wake()
+
+    def on_frame(self, frame: Frame) -> None:
+        for partition, m in frame.messages:
+            r = self.replicas.get(partition)
+            if r is None or r.removed:
+                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT) and not self.store.is_tombstoned(
+                    partition, 0
+                ):
+                    self.links.send_unknown(frame.sender, partition)
+                continue
+            r.core.step(m)
+        for partition in frame.unknown:
+            r = self.replicas.get(partition)
+            if r is not None and r.is_leader and frame.sender in r.core.conf.members:
+                r.core.request_snapshot(frame.sender)
+        if frame.unknown:
+            self.links.flush()
+        self.wake()
+
+    def on_unreachable(self, node: int, messages: list[tuple[int, Message]]) -> None:
+        for partition in {p for p, _ in messages}:
+            r = self.replicas.get(partition)
+            if r is not None:
+                r.core.report_unreachable(node)
+
+    def receive_snapshot(self, partition: int, m: Message, data: bytes) -> None:
+        """A leader sent a snapshot (with its data) for one of this node's replicas, or a new one."""
+        if m.snapshot is None:
+            raise ValueError("snapshot message without metadata")
+        r = self.replicas.get(partition)
+        if r is not None and not r.removed:
+            r.incoming_snapshot = (m.snapshot, data)
+            r.core.step(m)
+            self.wake()
+            return
+        desc = snapshot_descriptor(data)
+        if self.node_id not in desc.replicas:
+            raise RoutingSignal(f"node {self.node_id} is not a member of partition {partition}")
+        if self.store.is_tombstoned(partition, desc.epoch):
+            raise RoutingSignal(f"partition {partition} at epoch {desc.epoch} was removed from this node")
+        if any(
+            o.state.descriptor.range.overlaps(desc.range) for o in self.replicas.values() if not o.removed
+        ):
+            raise RoutingSignal("an older local replica still owns part of the range")
+        if any(n.state.partition == partition for n, _ in self._pending_create):
+            return
+        state = AppliedState(partition, desc, applied_index=m.snapshot.index, applied_term=m.snapshot.term)
+        new = NewReplica(
+            state, term=m.term, snap_index=m.snapshot.index, snap_term=m.snapshot.term, snapshot=data
+        )
+        self._pending_create.append((new, m))
+        self.wake()
+
+    # ---- the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._turn()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # fail-stop: see the module docstring
+                self._fail(exc)
+                return
+
+    def _fail(self, exc: BaseException) -> None:
+        log.critical("storage or state-machine failure, stopping this node: %r", exc, exc_info=exc)
+        self.fatal = exc
+        for r in self.replicas.values():
+            r.fail_all(Unavailable("node failed: storage error"))
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
+
+    async def _turn(self) -> None:
+        self.turns += 1
+        batch = Batch(destroy=self._pending_destroy)
+        self._pending_destroy = []
+        creates, self._pending_create = self._pending_create, []
+        batch.create = [c for c, _ in creates]
+        work: list[tuple[Replica, Ready, GroupWrite]] = []
+        for r in list(self.replicas.values()):
+            r.open_read = None
+            if r.removed or not r.core.has_ready():
+                continue
+            rd = r.core.ready()
+            g = GroupWrite(
+                r.partition, entries=rd.entries, hard_state=rd.hard_state, committed=rd.committed_entries
+            )
+            if rd.snapshot is not None:
+                self._prepare_install(r, rd, g, batch)
+            if rd.committed_entries:
+                g.compact = self._compaction_point(r)
+            if any(m.type == MessageType.SNAPSHOT for m in rd.messages):
+                batch.export.append(r.partition)
+            batch.groups.append(g)
+            work.append((r, rd, g))
+        if not batch:
+            return
+        started = time.perf_counter()
+        result = await self.store.write(batch)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_entries.observe(sum(len(g.entries) for g in batch.groups))
+
+        for partition, _epoch in batch.destroy:
+            gone = self.replicas.pop(partition, None)
+            if gone is not None:
+                gone.fail_all(ReplicaGone(f"partition {partition} left this node"))
+        for new, m in creates:
+            self._start_from_snapshot(new, m, result.installed.get(new.state.partition))
+
+        lead_children: set[int] = set()
+        for r, rd, g in work:
+            if self.replicas.get(r.partition) is not r:
+                continue
+            installed = result.installed.get(r.partition)
+            if installed is not None:
+                r.state = installed
+                self.metrics.snapshots_installed.inc()
+                self._announce(installed.descriptor)
+            applied = result.applied.get(r.partition)
+            if applied is not None:
+                old_desc = r.state.descriptor
+                r.state = applied.state
+                self.metrics.applied_entries.inc(len(applied.applied))
+                for a in applied.applied:
+                    if a.conf_change is not None:
+                        r.core.apply_conf_change(a.conf_change)
+                    r.settle_applied(a.term, a.index, a.outcome)
+                if r.state.descriptor != old_desc:
+                    self._announce(r.state.descriptor)
+                if r.is_leader:
+                    lead_children.update(applied.created)
+                for gone_id in applied.destroyed:
+                    gone = self.replicas.pop(gone_id, None)
+                    if gone is not None:
+                        gone.fail_all(ReplicaGone(f"partition {gone_id} was merged"))
+            for m in rd.messages:
+                if m.type == MessageType.SNAPSHOT:
+                    meta, data = result.snapshots[r.partition]
+                    m.snapshot = meta
+                    asyncio.get_running_loop().create_task(self._send_snapshot(r, m, data))
+                else:
+                    self.links.send(r.partition, m)
+            for rs in rd.read_states:
+                r.settle_read(rs.context, rs.index)
+            r.core.advance(rd)
+            if g.compact is not None:
+                r.core.compact(*g.compact)
+            if rd.soft_state is not None:
+                self._on_soft_state(r, rd)
+            r.wake_applied()
+            if self.node_id not in r.state.descriptor.replicas and not r.removed:
+                # Removed from the group by an applied membership change: drop the data and tombstone the id.
+                r.removed = True
+                self._pending_destroy.append((r.partition, r.state.descriptor.epoch))
+                self.wake()
+        for rec in result.created:
+            if rec.applied.partition not in self.replicas:
+                child = self._add_replica(rec)
+                if rec.applied.partition in lead_children:
+                    child.core.campaign()  # the parent's leader is the most up to date: skip a timeout
+        self.links.flush()
+        self._refresh_gauges()
+        if (
+            self._pending_create
+            or self._pending_destroy
+            or any(r.core.has_ready() for r in self.replicas.values())
+        ):
+            self.wake()
+
+    def _prepare_install(self, r: Replica, rd: Ready, g: GroupWrite, batch: Batch) -> None:
+        incoming = r.incoming_snapshot
+        if incoming is None or incoming[0] != rd.snapshot:
+            raise RuntimeError(f"partition {r.partition}: Raft restored a snapshot whose data never arrived")
+        g.snapshot = incoming
+        r.incoming_snapshot = None
+        desc = snapshot_descriptor(incoming[1])
+        for other in list(self.replicas.values()):
+            if other is r or other.removed or not other.state.descriptor.range.overlaps(desc.range):
+                continue
+            # A newer descriptor covers it (typically it was merged into this one while we lagged).
+            other.removed = True
+            batch.destroy.append((other.partition, other.state.descriptor.epoch))
+
+    def _compaction_point(self, r: Replica) -> tuple[int, int] | None:
+        applied = r.state.applied_index
+        if applied - r.core.log.snap_index < self.cfg.snapshot_entries:
+            return None
+        index = applied - min(self.cfg.snapshot_keep, applied - r.core.log.snap_index - 1)
+        term = r.core.log.term(index)
+        return (index, term) if term is not None and index > r.core.log.snap_index else None
+
+    def _start_from_snapshot(self, new: NewReplica, m: Message, installed: AppliedState | None) -> None:
+        if installed is None or m.snapshot is None:
+            return
+        rec = ReplicaRecord(
+            installed,
+            HardState(new.term, 0, new.snap_index),
+            new.snap_index,
+            new.snap_term,
+        )
+        r = self._add_replica(rec)
+        self.metrics.snapshots_installed.inc()
+        r.core.step(m)
+        self.wake()
+
+    def _on_soft_state(self, r: Replica, rd: Ready) -> None:
+        assert rd.soft_state is not None
+        self.metrics.leader_changes.inc()
+        if rd.soft_state.leader:
+            self.leader_hints[r.partition] = rd.soft_state.leader
+        else:
+            self.leader_hints.pop(r.partition, None)
+        if rd.soft_state.role != Role.LEADER:
+            r.lost_leadership()
+
+    async def _send_snapshot(self, r: Replica, m: Message, data: bytes) -> None:
+        body = pack({"partition": r.partition, "message": message_to_wire(m), "data": data})
+        ok = False
+        try:
+            status, _ = await self.rpc.call(m.to, SNAPSHOT_PATH, body, timeout=120.0)
+            ok = status == 200
+        except PeerUnavailable as exc:
+            log.info("snapshot of partition %d to node %d failed: %s", r.partition, m.to, exc)
+        self.metrics.snapshots_sent.labels("ok" if ok else "failed").inc()
+        if self.replicas.get(r.partition) is r:
+            r.core.report_snapshot(m.to, ok)
+            self.wake()
+
+    def _refresh_gauges(self) -> None:
+        m = self.metrics
+        m.replicas.set(len(self.replicas))
+        m.leaders.set(sum(1 for r in self.replicas.values() if r.is_leader))
+
+    # ---- operations for the API -------------------------------------------------------------------
+
+    def _replica(self, partition: int) -> Replica:
+        if self.fatal is not None:
+            raise Unavailable("node failed: storage error")
+        r = self.replicas.get(partition)
+        if r is None or r.removed:
+            raise NotHereSignal(f"node {self.node_id} has no replica of partition {partition}")
+        return r
+
+    def _check_range(self, r: Replica, key: bytes) -> None:
+        h = key_hash(key)
+        if not r.state.descriptor.range.contains(h):
+            owners = [
+                o.state.descriptor for o in self.replicas.values() if o.state.descriptor.range.contains(h)
+            ]
+            raise WrongRangeSignal([r.state.descriptor, *owners])
+
+    async def propose(self, partition: int, cmd: cmd_codec.Command, timeout: float) -> Outcome:
+        r = self._replica(partition)
+        if isinstance(cmd, Put | Delete):
+            self._check_range(r, cmd.key)
+            if r.state.frozen:
+                raise FrozenSignal(f"partition {partition} is being merged")
+        try:
+            term, index = r.core.propose(cmd_codec.encode(cmd))
+        except NotLeader as exc:
+            raise NotLeaderSignal(exc.leader) from None
+        except ProposalDropped as exc:
+            raise BusySignal(str(exc)) from None
+        self.metrics.proposals.inc()
+        fut = r.track_proposal(term, index)
+        self.wake()
+        return await self._await_outcome(fut, timeout)
+
+    async def _await_outcome(self, fut: asyncio.Future[Outcome], timeout: float) -> Outcome:
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Timeout("the write was proposed but its outcome is unknown (timed out)") from None
+        except ProposalLost as exc:
+            raise BusySignal(str(exc)) from None
+        except ReplicaGone:
+            raise Timeout("the partition moved while the write was pending; its outcome is unknown") from None
+        if outcome.code == "wrong_range":
+            raise WrongRangeSignal([d for d in [outcome.descriptor] if d is not None])
+        if outcome.code == "frozen":
+            raise FrozenSignal("partition is being merged")
+        return outcome
+
+    async def barrier(self, partition: int, timeout: float) -> Replica:
+        """Wait until this leader may serve a linearizable read of the partition (ReadIndex)."""
+        r = self._replica(partition)
+        fut = r.join_read()
+        self.wake()
+        try:
+            index = await asyncio.wait_for(fut, timeout)
+            await asyncio.wait_for(r.wait_applied(index), timeout)
+        except TimeoutError:
+            raise NotLeaderSignal(r.core.leader if r.core.leader != self.node_id else 0) from None
+        except ReplicaGone:
+            raise NotHereSignal(f"partition {partition} left this node") from None
+        return r
+
+    async def read(
+        self, partition: int, key: bytes, linearizable: bool, timeout: float
+    ) -> tuple[bytes, int] | None:
+        r = await self.barrier(partition, timeout) if linearizable else self._replica(partition)
+        self._check_range(r, key)
+        return self.store.get(key)
+
+    async def scan(
+        self, partition: int, prefix: bytes, start: bytes, limit: int, linearizable: bool, timeout: float
+    ) -> tuple[PartitionDescriptor, list[tuple[bytes, bytes, int]]]:
+        r = await self.barrier(partition, timeout) if linearizable else self._replica(partition)
+        desc = r.state.descriptor
+        return desc, self.store.scan(desc.range, prefix, start, limit)
+
+    # ---- introspection -----------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for pid, r in sorted(self.replicas.items()):
+            st = r.core.status()
+            out.append(
+                {
+                    "partition": pid,
+                    "descriptor": r.state.descriptor.to_dict(),
+                    "role": st.role.name.lower(),
+                    "term": st.term,
+                    "leader": st.leader,
+                    "commit": st.commit,
+                    "applied": r.state.applied_index,
+                    "last_index": st.last_index,
+                    "first_index": st.first_index,
+                    "frozen": r.state.frozen,
+                    "progress": {
+                        str(n): {"match": p[0], "next": p[1], "state": p[2]} for n, p in st.progress.items()
+                    },
+                }
+            )
+        return out
+
+    def all_have_leaders(self) -> bool:
+        return all(r.core.leader != 0 for r in self.replicas.values() if not r.removed)

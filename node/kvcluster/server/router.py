@@ -1,0 +1,174 @@
+"""Any node accepts any request: find the partition, find its leader, get it there.
+
+The router keeps a cached partition map and leader hints. Every answer that
+says "not here" carries what the answering replica knows (its leader, its
+fresher descriptor), so the router converges in a retry or two. A write is
+only retried when it certainly did not take effect (not proposed, or lost
+its log index to another entry); once it may have, a failure to hear back is
+reported as a timeout, never silently retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from kvcluster.keyspace import PartitionDescriptor, PartitionMap
+from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
+
+from .config import NodeConfig
+from .errors import (
+    BusySignal,
+    FrozenSignal,
+    NotHereSignal,
+    NotLeaderSignal,
+    RoutingSignal,
+    Timeout,
+    Unavailable,
+    WrongRangeSignal,
+)
+from .host import RaftHost
+from .metrics import NodeMetrics
+from .operations import Operation, decode_failure, execute_local
+
+log = logging.getLogger(__name__)
+
+FORWARD_PATH = "/internal/v1/op"
+
+
+class Router:
+    def __init__(
+        self, cfg: NodeConfig, host: RaftHost, rpc: PeerRPC, pmap: PartitionMap, metrics: NodeMetrics
+    ) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.rpc = rpc
+        self.pmap = pmap
+        self.metrics = metrics
+        self.hints: dict[int, int] = {}
+        self._rng = random.Random()
+        host.descriptor_listeners.append(self.learn)
+
+    def learn(self, desc: PartitionDescriptor) -> None:
+        if self.pmap.update(desc):
+            log.debug("learnt %s", desc)
+
+    def leader_hint(self, partition: int) -> int:
+        r = self.host.replicas.get(partition)
+        if r is not None and r.core.leader:
+            return r.core.leader
+        return self.hints.get(partition, 0)
+
+    # ---- public operations -----------------------------------------------------------------------
+
+    async def execute(self, op: Operation) -> dict[str, Any]:
+        def locate() -> PartitionDescriptor | None:
+            return self.pmap.lookup_key(op.key)
+
+        return await self._route(op, locate)
+
+    async def scan(
+        self, prefix: bytes, start: bytes, limit: int, linearizable: bool
+    ) -> tuple[list[tuple[bytes, bytes, int]], bool]:
+        """One page of keys across all partitions, in key order; True when more may follow."""
+        for _ in range(5):
+            plan = list(self.pmap)
+            ops = [
+                Operation("scan", prefix=prefix, start=start, limit=limit + 1, linearizable=linearizable)
+                for _ in plan
+            ]
+            results = await asyncio.gather(
+                *(self._route(op, self._fixed(d.id)) for op, d in zip(ops, plan, strict=True))
+            )
+            if any(
+                PartitionDescriptor.from_dict(res["descriptor"]).range != d.range
+                for res, d in zip(results, plan, strict=True)
+            ):
+                for res in results:
+                    self.learn(PartitionDescriptor.from_dict(res["descriptor"]))
+                continue  # the layout changed under us: plan the page again
+            rows = sorted((bytes(k), bytes(v), int(ver)) for res in results for k, v, ver in res["rows"])
+            return rows[:limit], len(rows) > limit
+        raise Unavailable("the partition layout kept changing during the scan")
+
+    def _fixed(self, partition: int) -> Callable[[], PartitionDescriptor | None]:
+        return lambda: self.pmap.partitions.get(partition)
+
+    # ---- routing ------------------------------------------------------------------------------------
+
+    async def _route(self, op: Operation, locate: Callable[[], PartitionDescriptor | None]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.request_timeout_s
+        avoid: set[int] = set()
+        reason = "no replica answered"
+        attempt = 0
+        while (remaining := deadline - loop.time()) > 0:
+            desc = locate()
+            if desc is None:
+                reason = "no partition covers the key in this node's map"
+                await asyncio.sleep(min(0.05 * 2**attempt, 0.5, remaining))
+                attempt += 1
+                continue
+            op.partition = desc.id
+            target = self._pick(desc, avoid)
+            try:
+                if target == self.cfg.node_id:
+                    return await execute_local(self.host, op, remaining)
+                return await self._forward(target, op, remaining)
+            except NotLeaderSignal as s:
+                reason = f"node {target} is not the leader of partition {desc.id}"
+                avoid.add(target)
+                if s.leader and s.leader != target:
+                    self.hints[desc.id] = s.leader
+                    avoid.discard(s.leader)
+                    continue  # go straight to the hinted leader
+                self.hints.pop(desc.id, None)
+            except WrongRangeSignal as s:
+                reason = "stale partition map"
+                for d in s.descriptors:
+                    self.learn(d)
+                continue
+            except NotHereSignal:
+                reason = f"node {target} has no replica of partition {desc.id}"
+                avoid.add(target)
+                self.hints.pop(desc.id, None)
+            except (FrozenSignal, BusySignal) as s:
+                reason = str(s) or type(s).__name__
+            except PeerUnavailable as exc:
+                if op.is_write and exc.maybe_delivered:
+                    raise Timeout(
+                        f"lost contact with node {target} after forwarding the write: {exc}"
+                    ) from None
+                reason = f"node {target} unreachable"
+                avoid.add(target)
+                self.hints.pop(desc.id, None)
+            except RoutingSignal as s:
+                reason = str(s)
+            attempt += 1
+            if len(avoid) >= len(desc.replicas):
+                avoid.clear()
+            await asyncio.sleep(min(0.02 * 2**attempt, 0.3, max(0.0, deadline - loop.time())))
+        raise Unavailable(f"partition unavailable: {reason}", retry_after=1)
+
+    def _pick(self, desc: PartitionDescriptor, avoid: set[int]) -> int:
+        hint = self.leader_hint(desc.id)
+        if hint and hint not in avoid and hint in desc.replicas:
+            return hint
+        candidates = [n for n in desc.voters if n not in avoid] or list(desc.voters)
+        if self.cfg.node_id in candidates:
+            return self.cfg.node_id
+        return self._rng.choice(candidates)
+
+    async def _forward(self, node: int, op: Operation, timeout: float) -> dict[str, Any]:
+        self.metrics.forwarded.inc()
+        status, body = await self.rpc.call(node, FORWARD_PATH, pack(op.to_wire()), timeout + 0.5)
+        if status != 200:
+            raise PeerUnavailable(f"node {node} answered HTTP {status}", maybe_delivered=status >= 500)
+        answer = unpack(body)
+        if "result" in answer:
+            result: dict[str, Any] = answer["result"]
+            return result
+        raise decode_failure(answer)

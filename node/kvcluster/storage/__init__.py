@@ -1,0 +1,32 @@
+"""Durable state of a node: Raft logs, hard states and the key-value tables in one SQLite file."""
+
+from .commands import Command, Delete, Freeze, Merge, MetaCommand, Outcome, Put, Split
+from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState, ReplicaRecord
+from .schema import Durability
+from .snapshots import snapshot_descriptor
+from .statemachine import Applied, ApplyResult
+from .store import Batch, BatchResult, GroupWrite, NewReplica, Store
+
+__all__ = [
+    "INITIAL_INDEX",
+    "INITIAL_TERM",
+    "Applied",
+    "AppliedState",
+    "ApplyResult",
+    "Batch",
+    "BatchResult",
+    "Command",
+    "Delete",
+    "Durability",
+    "Freeze",
+    "GroupWrite",
+    "Merge",
+    "MetaCommand",
+    "NewReplica",
+    "Outcome",
+    "Put",
+    "ReplicaRecord",
+    "Split",
+    "Store",
+    "snapshot_descriptor",
+]

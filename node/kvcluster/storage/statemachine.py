@@ -1,0 +1,269 @@
+"""Applying committed entries to the key-value tables, inside the writer's transaction.
+
+Every replica applies the same entries in the same order and must reach the
+same state, so nothing here may depend on anything but the entry bytes and
+the replica's own applied state: no clock, no randomness, no node identity.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from kvcluster.keyspace import PartitionDescriptor, key_hash, merge_descriptors, split_descriptor
+from kvcluster.raft import ConfChange, ConfChangeKind, Entry, EntryKind
+
+from . import commands
+from .commands import Delete, Freeze, Merge, MetaCommand, Outcome, Put, Split
+from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState
+from .schema import to_db_hash
+
+
+@dataclass(slots=True)
+class Applied:
+    """The outcome of one entry, for the proposer waiting on (term, index)."""
+
+    term: int
+    index: int
+    outcome: Outcome
+    conf_change: ConfChange | None = None
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    state: AppliedState
+    applied: list[Applied] = field(default_factory=list)
+    created: list[int] = field(default_factory=list)
+    """Partitions born here (the right half of a split)."""
+    destroyed: list[int] = field(default_factory=list)
+    """Partitions absorbed here (the right side of a merge)."""
+
+
+def descriptor_json(desc: PartitionDescriptor) -> str:
+    return json.dumps(desc.to_dict())
+
+
+def read_row(conn: sqlite3.Connection, key: bytes) -> tuple[bytes, int] | None:
+    row = conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+    return (bytes(row[0]), int(row[1])) if row else None
+
+
+def load_applied(conn: sqlite3.Connection, partition: int) -> AppliedState | None:
+    row = conn.execute(
+        "SELECT descriptor, revision, applied_index, applied_term, state FROM replica WHERE partition = ?",
+        (partition,),
+    ).fetchone()
+    if row is None:
+        return None
+    extra = json.loads(row[4]) if row[4] else {}
+    return AppliedState(
+        partition=partition,
+        descriptor=PartitionDescriptor.from_dict(json.loads(row[0])),
+        revision=int(row[1]),
+        applied_index=int(row[2]),
+        applied_term=int(row[3]),
+        frozen=bool(extra.get("frozen", False)),
+        meta=extra.get("meta"),
+    )
+
+
+def save_applied(conn: sqlite3.Connection, state: AppliedState) -> None:
+    extra = {"frozen": state.frozen, "meta": state.meta}
+    conn.execute(
+        "UPDATE replica SET applied_index = ?, applied_term = ?, descriptor = ?, voters = ?, learners = ?, "
+        "revision = ?, state = ? WHERE partition = ?",
+        (
+            state.applied_index,
+            state.applied_term,
+            descriptor_json(state.descriptor),
+            json.dumps(list(state.descriptor.voters)),
+            json.dumps(list(state.descriptor.learners)),
+            state.revision,
+            json.dumps(extra).encode(),
+            state.partition,
+        ),
+    )
+
+
+def insert_replica(
+    conn: sqlite3.Connection,
+    state: AppliedState,
+    *,
+    term: int,
+    snap_index: int,
+    snap_term: int,
+) -> None:
+    """Create a replica's row; its Raft log starts empty after ``snap_index``."""
+    conn.execute(
+        "INSERT INTO replica(partition, term, vote, commit_index, applied_index, applied_term, snap_index, "
+        "snap_term, voters, learners, descriptor, revision, state) "
+        "VALUES (?, ?, 0, ?, ?, ?, ?, ?, '[]', '[]', '', 0, NULL)",
+        (state.partition, term, snap_index, snap_index, snap_term, snap_index, snap_term),
+    )
+    conn.execute("DELETE FROM tombstone WHERE partition = ?", (state.partition,))
+    save_applied(conn, state)
+
+
+def delete_replica(conn: sqlite3.Connection, partition: int, epoch: int, *, drop_data: bool) -> None:
+    """Forget a replica; its id is tombstoned so stale messages cannot resurrect it."""
+    if drop_data:
+        state = load_applied(conn, partition)
+        if state is not None:
+            delete_range_rows(conn, state.descriptor)
+    conn.execute("DELETE FROM replica WHERE partition = ?", (partition,))
+    conn.execute("DELETE FROM raft_log WHERE partition = ?", (partition,))
+    conn.execute("INSERT OR REPLACE INTO tombstone(partition, epoch) VALUES (?, ?)", (partition, epoch))
+
+
+def delete_range_rows(conn: sqlite3.Connection, desc: PartitionDescriptor) -> None:
+    if desc.range.size == 0:
+        return
+    conn.execute(
+        "DELETE FROM kv WHERE hash >= ? AND hash <= ?",
+        (to_db_hash(desc.range.start), to_db_hash(desc.range.end - 1)),
+    )
+
+
+class StateMachine:
+    """Applies one replica's committed entries on the writer connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def apply(self, state: AppliedState, entries: list[Entry]) -> ApplyResult:
+        result = ApplyResult(state)
+        for entry in entries:
+            if entry.index <= result.state.applied_index:
+                continue  # re-delivered after a restart: already in the state
+            if entry.kind == EntryKind.CONF_CHANGE:
+                cc = ConfChange.decode(entry.data)
+                result.state = self._apply_conf_change(result.state, cc, entry)
+                result.applied.append(Applied(entry.term, entry.index, Outcome(), cc))
+                continue
+            cmd = commands.decode(entry.data)
+            outcome = Outcome()
+            if cmd is not None:
+                outcome = self._apply_command(result, cmd, entry)
+            result.state = result.state.advanced(entry.index, entry.term)
+            result.applied.append(Applied(entry.term, entry.index, outcome))
+        if entries:
+            save_applied(self.conn, result.state)
+        return result
+
+    def _apply_command(self, result: ApplyResult, cmd: commands.Command, entry: Entry) -> Outcome:
+        state = result.state
+        match cmd:
+            case Put() | Delete():
+                outcome, revision = self._apply_write(state, cmd)
+                result.state = state.advanced(state.applied_index, state.applied_term, revision=revision)
+                return outcome
+            case Split(new_id, epoch):
+                if state.frozen or state.descriptor.epoch != epoch:
+                    return Outcome(code="stale_epoch", descriptor=state.descriptor)
+                left, right = split_descriptor(state.descriptor, new_id)
+                result.state = state.advanced(state.applied_index, state.applied_term, descriptor=left)
+                if not self._exists_or_tombstoned(new_id):
+                    child = AppliedState(
+                        new_id,
+                        right,
+                        revision=state.revision,
+                        applied_index=INITIAL_INDEX,
+                        applied_term=INITIAL_TERM,
+                    )
+                    insert_replica(
+                        self.conn, child, term=INITIAL_TERM, snap_index=INITIAL_INDEX, snap_term=INITIAL_TERM
+                    )
+                    result.created.append(new_id)
+                return Outcome(descriptor=left, body={"left": left.to_dict(), "right": right.to_dict()})
+            case Freeze(epoch):
+                if state.descriptor.epoch != epoch:
+                    return Outcome(code="stale_epoch", descriptor=state.descriptor)
+                result.state = state.advanced(state.applied_index, state.applied_term, frozen=True)
+                return Outcome(body={"index": entry.index})
+            case Merge():
+                return self._apply_merge(result, cmd)
+            case MetaCommand(body):
+                meta = dict(state.meta or {})
+                meta.update(body)
+                result.state = state.advanced(state.applied_index, state.applied_term, meta=meta)
+                return Outcome(body=meta)
+
+    def _apply_write(self, state: AppliedState, cmd: Put | Delete) -> tuple[Outcome, int]:
+        h = key_hash(cmd.key)
+        if not state.descriptor.range.contains(h):
+            return Outcome(code="wrong_range", descriptor=state.descriptor), state.revision
+        if state.frozen:
+            return Outcome(code="frozen", descriptor=state.descriptor), state.revision
+        row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (cmd.key,)).fetchone()
+        current = int(row[0]) if row else 0
+        if cmd.if_version is not None and cmd.if_version != current:
+            return Outcome(version=current, code="version_conflict"), state.revision
+        if isinstance(cmd, Delete):
+            if row is None:
+                return Outcome(code="not_found"), state.revision
+            revision = state.revision + 1
+            self.conn.execute("DELETE FROM kv WHERE key = ?", (cmd.key,))
+            return Outcome(version=revision), revision
+        revision = state.revision + 1
+        self.conn.execute(
+            "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)",
+            (cmd.key, to_db_hash(h), cmd.value, revision),
+        )
+        return Outcome(version=revision), revision
+
+    def _apply_conf_change(self, state: AppliedState, cc: ConfChange, entry: Entry) -> AppliedState:
+        """Mirror the membership change into the descriptor, bumping its epoch.
+
+        The new descriptor is computed from the applied one, never taken from
+        the proposal, so a split applied between proposal and commit keeps
+        its range.
+        """
+        desc = state.descriptor
+        voters, learners = set(desc.voters), set(desc.learners)
+        if cc.kind == ConfChangeKind.ADD_VOTER:
+            learners.discard(cc.node)
+            voters.add(cc.node)
+        elif cc.kind == ConfChangeKind.ADD_LEARNER:
+            if cc.node not in voters:
+                learners.add(cc.node)
+        else:
+            voters.discard(cc.node)
+            learners.discard(cc.node)
+        if not voters:
+            return state.advanced(entry.index, entry.term)
+        return state.advanced(entry.index, entry.term, descriptor=desc.with_members(voters, learners))
+
+    def _apply_merge(self, result: ApplyResult, cmd: Merge) -> Outcome:
+        state = result.state
+        if state.frozen or state.descriptor.epoch != cmd.epoch:
+            return Outcome(code="stale_epoch", descriptor=state.descriptor)
+        right = load_applied(self.conn, cmd.right)
+        if (
+            right is None
+            or not right.frozen
+            or right.descriptor.epoch != cmd.right_epoch
+            or right.applied_index < cmd.right_index
+        ):
+            # The coordinator checked every replica of the right side before proposing; a replica
+            # that fails this has lost durable state, and applying anyway would lose data.
+            raise RuntimeError(
+                f"partition {state.partition}: cannot merge {cmd.right}: local replica is "
+                f"{'missing' if right is None else 'not frozen or not caught up'}"
+            )
+        merged = merge_descriptors(state.descriptor, right.descriptor)
+        result.state = state.advanced(
+            state.applied_index,
+            state.applied_term,
+            descriptor=merged,
+            revision=max(state.revision, right.revision),
+        )
+        delete_replica(self.conn, cmd.right, right.descriptor.epoch, drop_data=False)
+        result.destroyed.append(cmd.right)
+        return Outcome(descriptor=merged, body={"merged": merged.to_dict()})
+
+    def _exists_or_tombstoned(self, partition: int) -> bool:
+        return bool(
+            self.conn.execute("SELECT 1 FROM replica WHERE partition = ?", (partition,)).fetchone()
+            or self.conn.execute("SELECT 1 FROM tombstone WHERE partition = ?", (partition,)).fetchone()
+        )

@@ -1,0 +1,280 @@
+"""The node's durable store: one writer thread, one transaction per batch.
+
+The multi-raft host hands over one ``Batch`` per loop turn holding every
+partition's new entries, hard states, snapshots to install and committed
+entries to apply. The writer thread commits it as a single transaction with a
+single fsync (group commit) while the event loop keeps accepting requests,
+which pile up into the next batch. Reads run on a separate connection on the
+event loop: WAL lets them proceed while the writer commits.
+
+A failure to write is not survivable: the caller must stop serving (see
+``server.host``), because continuing would acknowledge what is not on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvcluster.keyspace import KeyRange, PartitionDescriptor
+from kvcluster.raft import Entry, EntryKind, HardState, SnapshotMeta
+
+from .replicastate import AppliedState, ReplicaRecord
+from .schema import Durability, connect, create_schema, to_db_hash
+from .snapshots import export_snapshot, install_snapshot
+from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
+
+
+@dataclass(slots=True)
+class GroupWrite:
+    """One partition's share of a batch, in the order the Ready contract asks."""
+
+    partition: int
+    snapshot: tuple[SnapshotMeta, bytes] | None = None
+    entries: list[Entry] = field(default_factory=list)
+    hard_state: HardState | None = None
+    committed: list[Entry] = field(default_factory=list)
+    compact: tuple[int, int] | None = None
+
+
+@dataclass(slots=True)
+class NewReplica:
+    """A replica created here: at bootstrap (empty log) or from a snapshot."""
+
+    state: AppliedState
+    term: int
+    snap_index: int
+    snap_term: int
+    snapshot: bytes | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    create: list[NewReplica] = field(default_factory=list)
+    groups: list[GroupWrite] = field(default_factory=list)
+    destroy: list[tuple[int, int]] = field(default_factory=list)
+    """(partition, epoch) of replicas removed from their group: data dropped, id tombstoned."""
+    export: list[int] = field(default_factory=list)
+    """Partitions to cut a snapshot of after the commit, for followers that need one."""
+    node_values: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.create or self.groups or self.destroy or self.export or self.node_values)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    applied: dict[int, ApplyResult] = field(default_factory=dict)
+    installed: dict[int, AppliedState] = field(default_factory=dict)
+    snapshots: dict[int, tuple[SnapshotMeta, bytes]] = field(default_factory=dict)
+    created: list[ReplicaRecord] = field(default_factory=list)
+    """Replicas born of a split in this batch, for the host to start."""
+
+
+class Store:
+    def __init__(self, data_dir: Path, durability: Durability = Durability.FSYNC) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "kv.db"
+        self.durability = durability
+        self._writer = connect(self.path, durability)
+        create_schema(self._writer)
+        self._reader = connect(self.path, durability)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
+        self._sm = StateMachine(self._writer)
+        self._states: dict[int, AppliedState] = {}
+        self.closed = False
+
+    # ---- node-level facts ----------------------------------------------------------------
+
+    def get_node_value(self, key: str) -> str | None:
+        row = self._reader.execute("SELECT value FROM node WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_node_values(self, values: dict[str, str]) -> None:
+        with _transaction(self._writer):
+            self._writer.executemany(
+                "INSERT OR REPLACE INTO node(key, value) VALUES (?, ?)", list(values.items())
+            )
+
+    # ---- start-up ----------------------------------------------------------------------------
+
+    def load(self) -> list[ReplicaRecord]:
+        partitions = [p for (p,) in self._writer.execute("SELECT partition FROM replica ORDER BY partition")]
+        return [self._record(self._writer, p) for p in partitions]
+
+    def _record(self, conn: sqlite3.Connection, partition: int) -> ReplicaRecord:
+        term, vote, commit, snap_index, snap_term = conn.execute(
+            "SELECT term, vote, commit_index, snap_index, snap_term FROM replica WHERE partition = ?",
+            (partition,),
+        ).fetchone()
+        state = load_applied(conn, partition)
+        assert state is not None
+        entries = [
+            Entry(int(t), int(i), EntryKind(k), bytes(d))
+            for i, t, k, d in conn.execute(
+                "SELECT idx, term, kind, data FROM raft_log WHERE partition = ? AND idx > ? ORDER BY idx",
+                (partition, snap_index),
+            )
+        ]
+        _check_contiguous(partition, snap_index, entries)
+        last = entries[-1].index if entries else snap_index
+        commit = max(min(int(commit), last), state.applied_index)
+        self._states[partition] = state
+        return ReplicaRecord(state, HardState(term, vote, commit), snap_index, snap_term, entries)
+
+    def is_tombstoned(self, partition: int, epoch: int) -> bool:
+        row = self._reader.execute("SELECT epoch FROM tombstone WHERE partition = ?", (partition,)).fetchone()
+        return row is not None and int(row[0]) >= epoch
+
+    # ---- the write path ------------------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._write, batch)
+
+    def write_sync(self, batch: Batch) -> BatchResult:
+        return self._executor.submit(self._write, batch).result()
+
+    def _write(self, batch: Batch) -> BatchResult:
+        result = BatchResult()
+        conn = self._writer
+        with _transaction(conn):
+            if batch.node_values:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO node(key, value) VALUES (?, ?)", list(batch.node_values.items())
+                )
+            for partition, epoch in batch.destroy:
+                delete_replica(conn, partition, epoch, drop_data=True)
+                self._states.pop(partition, None)
+            for new in batch.create:
+                insert_replica(
+                    conn, new.state, term=new.term, snap_index=new.snap_index, snap_term=new.snap_term
+                )
+                self._states[new.state.partition] = new.state
+                if new.snapshot is not None:
+                    meta = SnapshotMeta(new.snap_index, new.snap_term, new.state.conf)
+                    self._states[new.state.partition] = install_snapshot(
+                        conn, new.state.partition, meta, new.snapshot
+                    )
+                    result.installed[new.state.partition] = self._states[new.state.partition]
+            for g in batch.groups:
+                if g.partition not in self._states:
+                    continue  # destroyed earlier in this batch or before
+                self._write_group(conn, g, result)
+        for partition in batch.export:
+            if partition in self._states:
+                result.snapshots[partition] = export_snapshot(conn, partition)
+        return result
+
+    def _write_group(self, conn: sqlite3.Connection, g: GroupWrite, result: BatchResult) -> None:
+        p = g.partition
+        if g.snapshot is not None:
+            meta, data = g.snapshot
+            self._states[p] = install_snapshot(conn, p, meta, data)
+            result.installed[p] = self._states[p]
+        if g.entries:
+            conn.execute("DELETE FROM raft_log WHERE partition = ? AND idx >= ?", (p, g.entries[0].index))
+            conn.executemany(
+                "INSERT INTO raft_log(partition, idx, term, kind, data) VALUES (?, ?, ?, ?, ?)",
+                [(p, e.index, e.term, int(e.kind), e.data) for e in g.entries],
+            )
+        if g.hard_state is not None:
+            hs = g.hard_state
+            conn.execute(
+                "UPDATE replica SET term = ?, vote = ?, commit_index = ? WHERE partition = ?",
+                (hs.term, hs.vote, hs.commit, p),
+            )
+        if g.committed:
+            applied = self._sm.apply(self._states[p], g.committed)
+            self._states[p] = applied.state
+            result.applied[p] = applied
+            for child in applied.created:
+                result.created.append(self._record(conn, child))
+            for gone in applied.destroyed:
+                self._states.pop(gone, None)
+        if g.compact is not None:
+            index, term = g.compact
+            conn.execute("DELETE FROM raft_log WHERE partition = ? AND idx <= ?", (p, index))
+            conn.execute(
+                "UPDATE replica SET snap_index = ?, snap_term = ? WHERE partition = ? AND snap_index < ?",
+                (index, term, p, index),
+            )
+
+    # ---- reads (event-loop thread) ------------------------------------------------------------
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        row = self._reader.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+        return (bytes(row[0]), int(row[1])) if row else None
+
+    def scan(self, rng: KeyRange, prefix: bytes, start: bytes, limit: int) -> list[tuple[bytes, bytes, int]]:
+        """Keys of one partition's range, in key order, from ``start`` (inclusive), with ``prefix``."""
+        if rng.size == 0 or limit <= 0:
+            return []
+        lo = max(prefix, start)
+        sql = "SELECT key, value, version FROM kv WHERE key >= ? AND hash >= ? AND hash <= ?"
+        args: list[Any] = [lo, to_db_hash(rng.start), to_db_hash(rng.end - 1)]
+        upper = _prefix_upper_bound(prefix)
+        if upper is not None:
+            sql += " AND key < ?"
+            args.append(upper)
+        sql += " ORDER BY key LIMIT ?"
+        args.append(limit)
+        return [(bytes(k), bytes(v), int(ver)) for k, v, ver in self._reader.execute(sql, args)]
+
+    def stats(self) -> dict[str, int]:
+        keys = self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
+        log = self._reader.execute("SELECT COUNT(*) FROM raft_log").fetchone()[0]
+        return {"keys": int(keys), "log_entries": int(log)}
+
+    def descriptor_rows(self) -> list[PartitionDescriptor]:
+        return [
+            PartitionDescriptor.from_dict(json.loads(d))
+            for (d,) in self._reader.execute("SELECT descriptor FROM replica ORDER BY partition")
+        ]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._executor.shutdown(wait=True)
+        self._reader.close()
+        self._writer.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _prefix_upper_bound(prefix: bytes) -> bytes | None:
+    """Smallest byte string greater than every string starting with ``prefix``."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return None
+
+
+def _check_contiguous(partition: int, snap_index: int, entries: list[Entry]) -> None:
+    for offset, e in enumerate(entries):
+        if e.index != snap_index + 1 + offset:
+            raise RuntimeError(f"partition {partition}: raft log has a gap before index {e.index}")
