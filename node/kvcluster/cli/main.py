@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .localcmd import local_command
 from .nodecmd import node_command
 
 
@@ -14,6 +15,7 @@ def cli() -> None:
 
 
 cli.add_command(node_command)
+cli.add_command(local_command)
 
 
 def main() -> None:

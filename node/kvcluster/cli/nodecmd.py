@@ -27,7 +27,7 @@ def parse_peers(spec: str) -> dict[int, str]:
     return peers
 
 
-def id_from_hostname(hostname: str) -> int:
+def node_id_from_hostname(hostname: str) -> int:
     """StatefulSet pods are named ``<name>-<ordinal>``; node ids start at 1."""
     match = re.search(r"-(\d+)$", hostname)
     if not match:
@@ -110,7 +110,7 @@ def node_command(
         stream=sys.stderr,
     )
     if id_from_hostname:
-        node_id = id_from_hostname(socket.gethostname())
+        node_id = node_id_from_hostname(socket.gethostname())
     if not node_id or node_id < 1:
         raise click.UsageError("give --id (a positive integer) or --id-from-hostname")
     host, _, port = listen.rpartition(":")

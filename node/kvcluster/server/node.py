@@ -109,7 +109,7 @@ class Node:
         urls = {n.id: n.url for n in self.pmap.nodes.values()}
         urls[self.cfg.node_id] = self.cfg.url
         self.links.set_peers(urls)
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=3.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.listen_host, self.cfg.listen_port, reuse_address=True)
         await site.start()
@@ -122,10 +122,12 @@ class Node:
         )
 
     async def stop(self) -> None:
+        """Graceful shutdown: hand leadership over, finish in-flight requests, close."""
+        await self.host.hand_over_leadership(timeout=3.0)
+        await self.links.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.host.stop()
-        await self.links.close()
         await self.rpc.close()
         self.store.close()
 

@@ -1,0 +1,5 @@
+"""``python -m kvcluster`` is the ``kvcluster`` command."""
+
+from kvcluster.cli.main import main
+
+main()
