@@ -179,8 +179,8 @@ class PartitionMap:
     def initial(cls, nodes: Mapping[int, str], partitions: int, replicas: int) -> PartitionMap:
         """The layout every initial node computes identically at bootstrap.
 
-        Replica sets rotate over the sorted node ids so that each node holds
-        ``partitions * replicas / nodes`` replicas, within one.
+        Replica slots are dealt round-robin over the sorted node ids, so that
+        no two nodes hold more than one replica apart.
         """
         ids = sorted(nodes)
         if not ids:
@@ -189,7 +189,7 @@ class PartitionMap:
             raise ValueError(f"replicas must be between 1 and the node count ({len(ids)})")
         pmap = cls(nodes={i: NodeInfo(i, nodes[i]) for i in ids})
         for n, rng in enumerate(KeyRange.slices(partitions)):
-            voters = tuple(sorted(ids[(n + j) % len(ids)] for j in range(replicas)))
+            voters = tuple(sorted(ids[(n * replicas + j) % len(ids)] for j in range(replicas)))
             pmap.partitions[n + 1] = PartitionDescriptor(n + 1, rng, 1, voters)
         meta_voters = tuple(ids[: meta_replica_count(len(ids), replicas)])
         pmap.meta = PartitionDescriptor(META_PARTITION, EMPTY_RANGE, 1, meta_voters)

@@ -127,7 +127,7 @@ async def test_bad_input_answers_json_errors_and_keeps_serving(cluster: LocalClu
             ("PUT", f"{n1}/v1/kv/", b"x", 400, "bad_request"),
             ("GET", f"{n1}/v1/kv/never-written", None, 404, "not_found"),
             ("DELETE", f"{n1}/v1/kv/never-written", None, 404, "not_found"),
-            ("GET", f"{n1}/v1/nothing-here", None, 404, "not_found"),
+            ("GET", f"{n1}/v1/nothing-here", None, 404, "no_such_endpoint"),
             ("POST", f"{n1}/v1/kv/k", b"x", 405, "method_not_allowed"),
             ("PUT", f"{n1}/v1/kv/{'k' * 1025}", b"x", 413, "too_large"),
             ("PUT", f"{n1}/v1/kv/big", b"x" * 4097, 413, "too_large"),

@@ -107,7 +107,8 @@ def local_command(
     try:
         console.print(
             f"[bold]kvcluster local[/]: {len(cluster.nodes)} nodes, {cluster.partitions} partitions, "
-            f"{cluster.replicas} replicas{' (resumed)' if resumed else ''}; layout in {data_dir / CLUSTER_FILE}"
+            f"{cluster.replicas} replicas{' (resumed)' if resumed else ''}; "
+            f"layout in {data_dir / CLUSTER_FILE}"
         )
         for node in sorted(cluster.nodes.values(), key=lambda n: n.id):
             console.print(f"  node {node.id}  pid {node.pid}  {node.url}  log {node.log_path}")

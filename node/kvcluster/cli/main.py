@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .bench import bench_command
+from .kvcmds import KV_COMMANDS
 from .localcmd import local_command
 from .nodecmd import node_command
 
@@ -16,6 +18,9 @@ def cli() -> None:
 
 cli.add_command(node_command)
 cli.add_command(local_command)
+for _command in KV_COMMANDS:
+    cli.add_command(_command)
+cli.add_command(bench_command)
 
 
 def main() -> None:

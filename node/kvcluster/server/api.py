@@ -9,7 +9,6 @@ base64-encoded, so any byte string round-trips.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -151,9 +150,3 @@ class KVApi:
         items = [{**encode_item(k, v), "version": ver} for k, v, ver in rows]
         nxt = quote(rows[-1][0] + b"\x00", safe="") if more and rows else None
         return web.json_response({"items": items, "count": len(items), "next": nxt})
-
-
-async def gather_dict(coros: dict[int, Any]) -> dict[int, Any]:
-    keys = list(coros)
-    values = await asyncio.gather(*coros.values(), return_exceptions=True)
-    return dict(zip(keys, values, strict=True))

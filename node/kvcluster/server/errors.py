@@ -114,6 +114,14 @@ class WrongRangeSignal(RoutingSignal):
         self.descriptors = descriptors
 
 
+class StaleEpochSignal(RoutingSignal):
+    """A reshape step planned against an older descriptor; the caller re-plans."""
+
+    def __init__(self, descriptor: PartitionDescriptor) -> None:
+        super().__init__(f"partition {descriptor.id} is at epoch {descriptor.epoch}")
+        self.descriptor = descriptor
+
+
 class NotHereSignal(RoutingSignal):
     """This node hosts no replica of the partition."""
 

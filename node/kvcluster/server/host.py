@@ -21,14 +21,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kvcluster.keyspace import PartitionDescriptor, key_hash
+from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, key_hash
 from kvcluster.raft import (
+    ConfChange,
+    ConfChangeKind,
     Config,
     HardState,
     Message,
     MessageType,
     NotLeader,
     ProposalDropped,
+    RaftError,
     RaftLog,
     RaftNode,
     Ready,
@@ -57,6 +60,7 @@ from .errors import (
     NotHereSignal,
     NotLeaderSignal,
     RoutingSignal,
+    StaleEpochSignal,
     Timeout,
     Unavailable,
     WrongRangeSignal,
@@ -115,7 +119,10 @@ class RaftHost:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         for r in self.replicas.values():
-            r.fail_all(Unavailable("node shutting down"))
+            r.fail_all(
+                Unavailable("node shutting down"),
+                Timeout("node shut down before the write's outcome was known"),
+            )
 
     async def hand_over_leadership(self, timeout: float) -> None:
         """Move every leadership this node holds to the most caught-up other voter.
@@ -174,20 +181,23 @@ class RaftHost:
             self.wake()
 
     def on_frame(self, frame: Frame) -> None:
+        answered = False
         for partition, m in frame.messages:
             r = self.replicas.get(partition)
             if r is None or r.removed:
-                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT) and not self.store.is_tombstoned(
-                    partition, 0
-                ):
+                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT):
+                    # Also for a tombstoned id: the replica may have been added back since. The
+                    # snapshot that follows is only accepted if its epoch is newer than the tombstone.
                     self.links.send_unknown(frame.sender, partition)
+                    answered = True
                 continue
             r.core.step(m)
         for partition in frame.unknown:
             r = self.replicas.get(partition)
             if r is not None and r.is_leader and frame.sender in r.core.conf.members:
+                log.debug("node %d has no replica of partition %d yet: snapshot", frame.sender, partition)
                 r.core.request_snapshot(frame.sender)
-        if frame.unknown:
+        if answered:
             self.links.flush()
         self.wake()
 
@@ -243,7 +253,10 @@ class RaftHost:
         log.critical("storage or state-machine failure, stopping this node: %r", exc, exc_info=exc)
         self.fatal = exc
         for r in self.replicas.values():
-            r.fail_all(Unavailable("node failed: storage error"))
+            r.fail_all(
+                Unavailable("node failed: storage error"),
+                Timeout("storage failed; the write's outcome is unknown"),
+            )
         if self.on_fatal is not None:
             self.on_fatal(exc)
 
@@ -392,10 +405,19 @@ class RaftHost:
 
     async def _send_snapshot(self, r: Replica, m: Message, data: bytes) -> None:
         body = pack({"partition": r.partition, "message": message_to_wire(m), "data": data})
+        log.info(
+            "sending a snapshot of partition %d at index %d to node %d (%d bytes)",
+            r.partition,
+            m.snapshot.index if m.snapshot else 0,
+            m.to,
+            len(data),
+        )
         ok = False
         try:
-            status, _ = await self.rpc.call(m.to, SNAPSHOT_PATH, body, timeout=120.0)
+            status, answer = await self.rpc.call(m.to, SNAPSHOT_PATH, body, timeout=120.0)
             ok = status == 200
+            if not ok:
+                log.info("node %d refused a snapshot of partition %d: %s", m.to, r.partition, answer[:200])
         except PeerUnavailable as exc:
             log.info("snapshot of partition %d to node %d failed: %s", r.partition, m.to, exc)
         self.metrics.snapshots_sent.labels("ok" if ok else "failed").inc()
@@ -485,6 +507,108 @@ class RaftHost:
         r = await self.barrier(partition, timeout) if linearizable else self._replica(partition)
         desc = r.state.descriptor
         return desc, self.store.scan(desc.range, prefix, start, limit)
+
+    # ---- reshaping (issue 4): run on the partition's leader ---------------------------------------
+
+    def _leader_replica(self, partition: int) -> Replica:
+        r = self._replica(partition)
+        if not r.is_leader:
+            raise NotLeaderSignal(r.core.leader)
+        return r
+
+    async def change_membership(
+        self, partition: int, kind: ConfChangeKind, node: int, epoch: int, timeout: float
+    ) -> PartitionDescriptor:
+        """One membership change, idempotent: a change already in place answers the descriptor as is.
+
+        ``epoch`` is what the caller planned against; a descriptor that moved
+        on since (another change, a split) refuses the request so the caller
+        re-plans instead of acting on a stale picture.
+        """
+        r = self._leader_replica(partition)
+        desc = r.state.descriptor
+        done = {
+            ConfChangeKind.ADD_LEARNER: node in desc.replicas,
+            ConfChangeKind.ADD_VOTER: node in desc.voters,
+            ConfChangeKind.REMOVE: node not in desc.replicas,
+        }[kind]
+        if done:
+            return desc
+        if desc.epoch != epoch:
+            raise StaleEpochSignal(desc)
+        if r.state.frozen:
+            raise BusySignal(f"partition {partition} is frozen for a merge")
+        try:
+            term, index = r.core.propose_conf_change(ConfChange(kind, node))
+        except NotLeader as exc:
+            raise NotLeaderSignal(exc.leader) from None
+        except ProposalDropped as exc:
+            raise BusySignal(str(exc)) from None
+        fut = r.track_proposal(term, index)
+        self.wake()
+        await self._await_outcome(fut, timeout)
+        return r.state.descriptor
+
+    async def transfer(self, partition: int, node: int, timeout: float) -> int:
+        """Move leadership to ``node``; returns the leader seen at the end (``node`` on success)."""
+        r = self._leader_replica(partition)
+        if node == self.node_id:
+            return node
+        try:
+            r.core.transfer_leadership(node)
+        except RaftError as exc:
+            raise BusySignal(str(exc)) from None
+        self.wake()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and self.replicas.get(partition) is r:
+            if r.core.leader == node:
+                return node
+            if not r.core.transferee and r.is_leader:
+                r.core.transfer_leadership(node)  # the attempt timed out inside Raft; try again
+                self.wake()
+            await asyncio.sleep(self.cfg.tick_ms / 1000)
+        return r.core.leader
+
+    def progress(self, partition: int) -> dict[str, Any]:
+        r = self._leader_replica(partition)
+        st = r.core.status()
+        return {
+            "descriptor": r.state.descriptor.to_dict(),
+            "leader": self.node_id,
+            "commit": st.commit,
+            "last_index": st.last_index,
+            "match": {str(n): p[0] for n, p in st.progress.items()},
+            "frozen": r.state.frozen,
+        }
+
+    def replica_state(self, partition: int) -> dict[str, Any]:
+        r = self._replica(partition)
+        return {
+            "descriptor": r.state.descriptor.to_dict(),
+            "applied": r.state.applied_index,
+            "frozen": r.state.frozen,
+            "leader": r.core.leader,
+            "role": r.core.role.name.lower(),
+        }
+
+    def meta_state(self) -> dict[str, Any] | None:
+        r = self.replicas.get(META_PARTITION)
+        return r.state.meta if r is not None else None
+
+    def destroy_replica(self, partition: int, epoch: int) -> None:
+        """Drop a replica that the cluster no longer counts (its removal never reached it)."""
+        r = self.replicas.get(partition)
+        if r is None or r.removed or r.is_leader:
+            return
+        log.info(
+            "dropping replica of partition %d: the map at epoch %d no longer lists this node",
+            partition,
+            epoch,
+        )
+        r.removed = True
+        self._pending_destroy.append((partition, max(epoch, r.state.descriptor.epoch)))
+        self.wake()
 
     # ---- introspection -----------------------------------------------------------------------------
 

@@ -16,20 +16,24 @@ from aiohttp import web
 
 from kvcluster.keyspace import META_PARTITION, NodeInfo, PartitionMap
 from kvcluster.storage import AppliedState, Batch, NewReplica, Store
+from kvcluster.storage.metastate import initial_state
 from kvcluster.transport import RAFT_PATH, PeerAuth, PeerAuthError, PeerLinks, PeerRPC, pack, unpack
 from kvcluster.transport.codec import message_from_wire
 
-from .api import KVApi, gather_dict
+from .admin import AdminApi
+from .api import KVApi
+from .clusterstatus import STATUS_PATH, collect_status
 from .config import NodeConfig
 from .errors import ApiError, Internal, MethodNotAllowed, NotFound, RoutingSignal, Unauthorized, Unavailable
 from .host import SNAPSHOT_PATH, RaftHost
+from .mapsync import MAP_PATH, MapSync
 from .metrics import NodeMetrics
 from .operations import Operation, encode_failure, execute_local
+from .reshape import Reshaper
 from .router import FORWARD_PATH, Router
 
 log = logging.getLogger(__name__)
 
-STATUS_PATH = "/internal/v1/status"
 EXIT_STORAGE_FAILURE = 70
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,6 +51,9 @@ class Node:
         self.pmap = PartitionMap()
         self.router = Router(cfg, self.host, self.rpc, self.pmap, self.metrics)
         self.kv = KVApi(cfg, self.router)
+        self.reshaper = Reshaper(cfg, self.host, self.router, self.local_status)
+        self.admin = AdminApi(self.reshaper)
+        self.mapsync = MapSync(cfg, self.host, self.router, self.links, self.rpc)
         self.failed = asyncio.Event()
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
@@ -77,13 +84,15 @@ class Node:
             if self.cfg.node_id not in peers:
                 raise SystemExit(f"node {self.cfg.node_id} is not in the initial peer list {sorted(peers)}")
             pmap = PartitionMap.initial(peers, self.cfg.partitions, self.cfg.replicas)
-            pmap.meta = None  # the meta group arrives with online reshaping
             values["cluster_id"] = cluster_id(peers, self.cfg.partitions, self.cfg.replicas)
             batch.create = [
                 NewReplica(AppliedState(d.id, d), term=0, snap_index=0, snap_term=0)
                 for d in pmap
-                if self.cfg.node_id in d.replicas and d.id != META_PARTITION
+                if self.cfg.node_id in d.replicas
             ]
+            if pmap.meta is not None and self.cfg.node_id in pmap.meta.replicas:
+                meta = AppliedState(META_PARTITION, pmap.meta, meta=initial_state(pmap))
+                batch.create.append(NewReplica(meta, term=0, snap_index=0, snap_term=0))
         else:
             pmap = PartitionMap(nodes={n: NodeInfo(n, url) for n, url in peers.items()})
         values["map"] = json.dumps(pmap.to_dict())
@@ -109,10 +118,16 @@ class Node:
         urls = {n.id: n.url for n in self.pmap.nodes.values()}
         urls[self.cfg.node_id] = self.cfg.url
         self.links.set_peers(urls)
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=3.0)
+        # Keys travel percent-encoded in the request line (up to 3 bytes per key byte).
+        line = max(8190, 3 * self.cfg.max_key_bytes + 1024)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, shutdown_timeout=3.0, handler_args={"max_line_size": line}
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.listen_host, self.cfg.listen_port, reuse_address=True)
         await site.start()
+        self.mapsync.start()
+        self.reshaper.start()
         log.info(
             "node %d serving on %s:%d (%s)",
             self.cfg.node_id,
@@ -123,6 +138,8 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful shutdown: hand leadership over, finish in-flight requests, close."""
+        await self.reshaper.stop()
+        await self.mapsync.stop()
         await self.host.hand_over_leadership(timeout=3.0)
         await self.links.close()
         if self._runner is not None:
@@ -139,6 +156,7 @@ class Node:
             client_max_size=max(64 << 20, 4 * self.cfg.max_value_bytes),
         )
         app.add_routes(self.kv.routes())
+        app.add_routes(self.admin.routes())
         app.add_routes(
             [
                 web.get("/v1/cluster", self.cluster),
@@ -149,6 +167,7 @@ class Node:
                 web.post(FORWARD_PATH, self.forwarded),
                 web.post(SNAPSHOT_PATH, self.snapshot),
                 web.post(STATUS_PATH, self.internal_status),
+                web.post(MAP_PATH, self.internal_map),
             ]
         )
         return app
@@ -166,6 +185,7 @@ class Node:
         except web.HTTPException as exc:
             if exc.status == 404:
                 err: ApiError = NotFound(f"no such endpoint: {request.method} {request.path}")
+                err.code = "no_such_endpoint"  # distinct from a missing key
             elif exc.status == 405:
                 err = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
             elif exc.status == 401:
@@ -242,20 +262,15 @@ class Node:
     async def internal_status(self, request: web.Request) -> web.Response:
         return web.Response(body=pack(self.local_status()), content_type="application/msgpack")
 
+    async def internal_map(self, request: web.Request) -> web.Response:
+        return web.Response(body=pack(self.pmap.to_dict()), content_type="application/msgpack")
+
     async def cluster(self, request: web.Request) -> web.Response:
         """The cluster as every reachable node reports it; unreachable nodes are marked so."""
 
-        async def fetch(node: int) -> dict[str, Any]:
-            if node == self.cfg.node_id:
-                return self.local_status()
-            status, body = await self.rpc.call(node, STATUS_PATH, b"", timeout=1.5)
-            if status != 200:
-                raise RuntimeError(f"HTTP {status}")
-            result: dict[str, Any] = unpack(body)
-            return result
-
         nodes = sorted(self.pmap.nodes)
-        reports = await gather_dict({n: fetch(n) for n in nodes})
+        collected = await collect_status(self.rpc, nodes, self.cfg.node_id, self.local_status)
+        reports: dict[int, Any] = {**collected.errors, **collected.reports}
         replicas: dict[int, dict[int, Any]] = {}
         node_view = []
         for n in nodes:

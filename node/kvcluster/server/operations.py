@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kvcluster.keyspace import PartitionDescriptor
-from kvcluster.storage import Delete, Put
+from kvcluster.keyspace import META_PARTITION, PartitionDescriptor
+from kvcluster.raft import ConfChangeKind
+from kvcluster.storage import Command, Delete, Freeze, Merge, MetaCommand, Put, Split, Unfreeze
 
 from .errors import (
     ApiError,
+    BadRequest,
     BusySignal,
     FrozenSignal,
     Internal,
@@ -22,6 +24,7 @@ from .errors import (
     NotHereSignal,
     NotLeaderSignal,
     RoutingSignal,
+    StaleEpochSignal,
     Timeout,
     Unavailable,
     VersionConflict,
@@ -33,7 +36,7 @@ from .host import RaftHost
 @dataclass(slots=True)
 class Operation:
     op: str
-    """put | delete | get | scan"""
+    """put | delete | get | scan | meta | meta_read | admin"""
     partition: int = 0
     key: bytes = b""
     value: bytes = b""
@@ -42,6 +45,8 @@ class Operation:
     prefix: bytes = b""
     start: bytes = b""
     limit: int = 0
+    args: dict[str, Any] | None = None
+    """For ``meta`` (a meta command) and ``admin`` (a reshape action on the partition's leader)."""
 
     @property
     def is_write(self) -> bool:
@@ -69,6 +74,14 @@ async def execute_local(host: RaftHost, op: Operation, timeout: float) -> dict[s
     elif op.op == "scan":
         desc, rows = await host.scan(op.partition, op.prefix, op.start, op.limit, op.linearizable, timeout)
         return {"descriptor": desc.to_dict(), "rows": [list(r) for r in rows]}
+    elif op.op == "meta":
+        outcome = await host.propose(META_PARTITION, MetaCommand(op.args or {}), timeout)
+        return {"answer": outcome.body}
+    elif op.op == "meta_read":
+        await host.barrier(META_PARTITION, timeout)
+        return {"state": host.meta_state()}
+    elif op.op == "admin":
+        return await execute_admin(host, op.partition, op.args or {}, timeout)
     else:
         raise ValueError(f"unknown operation {op.op!r}")
     if outcome.code == "version_conflict":
@@ -80,9 +93,46 @@ async def execute_local(host: RaftHost, op: Operation, timeout: float) -> dict[s
     return {"version": outcome.version}
 
 
+async def execute_admin(
+    host: RaftHost, partition: int, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """One reshape action; membership, split, freeze and merge name the epoch they were planned at."""
+    action = args.get("action")
+    if action == "progress":
+        return host.progress(partition)
+    if action == "replica_state":
+        return host.replica_state(partition)
+    if action == "conf":
+        kind = ConfChangeKind[str(args["kind"]).upper()]
+        desc = await host.change_membership(partition, kind, int(args["node"]), int(args["epoch"]), timeout)
+        return {"descriptor": desc.to_dict()}
+    if action == "transfer":
+        return {"leader": await host.transfer(partition, int(args["node"]), timeout)}
+    if action == "split":
+        cmd: Command = Split(int(args["new_id"]), int(args["epoch"]))
+    elif action == "freeze":
+        cmd = Freeze(int(args["epoch"]))
+    elif action == "unfreeze":
+        cmd = Unfreeze(int(args["epoch"]))
+    elif action == "merge":
+        cmd = Merge(
+            int(args["right"]), int(args["right_epoch"]), int(args["right_index"]), int(args["epoch"])
+        )
+    else:
+        raise BadRequest(f"unknown admin action {action!r}")
+    outcome = await host.propose(partition, cmd, timeout)
+    if outcome.code == "stale_epoch" and outcome.descriptor is not None:
+        raise StaleEpochSignal(outcome.descriptor)
+    if outcome.code:
+        raise Internal(f"{action} failed: {outcome.code}")
+    return {"descriptor": outcome.descriptor.to_dict() if outcome.descriptor else None, "body": outcome.body}
+
+
 # ---- the wire form of answers ---------------------------------------------------------------------
 
-_ERRORS: dict[str, type[ApiError]] = {cls.code: cls for cls in (NotFound, Timeout, Unavailable, Internal)}
+_ERRORS: dict[str, type[ApiError]] = {
+    cls.code: cls for cls in (BadRequest, NotFound, Timeout, Unavailable, Internal)
+}
 
 
 def encode_failure(exc: Exception) -> dict[str, Any]:
@@ -94,6 +144,8 @@ def encode_failure(exc: Exception) -> dict[str, Any]:
         return {"signal": "not_here"}
     if isinstance(exc, FrozenSignal):
         return {"signal": "frozen"}
+    if isinstance(exc, StaleEpochSignal):
+        return {"signal": "stale_epoch", "descriptor": exc.descriptor.to_dict()}
     if isinstance(exc, RoutingSignal):
         return {"signal": "busy", "message": str(exc)}
     if isinstance(exc, VersionConflict):
@@ -113,6 +165,8 @@ def decode_failure(d: dict[str, Any]) -> Exception:
         return NotHereSignal("not here")
     if signal == "frozen":
         return FrozenSignal("frozen")
+    if signal == "stale_epoch":
+        return StaleEpochSignal(PartitionDescriptor.from_dict(d["descriptor"]))
     if signal == "busy":
         return BusySignal(str(d.get("message", "busy")))
     code = str(d.get("error", "internal"))

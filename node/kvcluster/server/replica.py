@@ -115,11 +115,12 @@ class Replica:
                     fut.set_exception(NotLeaderSignal(self.core.leader))
         self.reads.clear()
 
-    def fail_all(self, exc: Exception) -> None:
+    def fail_all(self, exc: Exception, proposals_exc: Exception | None = None) -> None:
+        """Fail every waiter; proposals get ``proposals_exc`` (their outcome is unknown, not refused)."""
         self.lost_leadership()
         for _, fut in self.proposals.values():
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(proposals_exc or exc)
         self.proposals.clear()
         for _, wfut in self.applied_waiters:
             if not wfut.done():

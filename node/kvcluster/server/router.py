@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from kvcluster.keyspace import PartitionDescriptor, PartitionMap
+from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, PartitionMap
 from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
 
 from .config import NodeConfig
@@ -26,6 +26,7 @@ from .errors import (
     NotHereSignal,
     NotLeaderSignal,
     RoutingSignal,
+    StaleEpochSignal,
     Timeout,
     Unavailable,
     WrongRangeSignal,
@@ -95,7 +96,19 @@ class Router:
         raise Unavailable("the partition layout kept changing during the scan")
 
     def _fixed(self, partition: int) -> Callable[[], PartitionDescriptor | None]:
+        if partition == META_PARTITION:
+            return lambda: self.pmap.meta
         return lambda: self.pmap.partitions.get(partition)
+
+    async def execute_on(self, partition: int, op: Operation) -> dict[str, Any]:
+        """Run ``op`` on the leader of a partition named by id (meta and admin operations)."""
+        return await self._route(op, self._fixed(partition))
+
+    async def call_node(self, node: int, op: Operation, timeout: float) -> dict[str, Any]:
+        """Run ``op`` on one particular node, wherever leadership is (per-replica state)."""
+        if node == self.cfg.node_id:
+            return await execute_local(self.host, op, timeout)
+        return await self._forward(node, op, timeout)
 
     # ---- routing ------------------------------------------------------------------------------------
 
@@ -131,6 +144,8 @@ class Router:
                 for d in s.descriptors:
                     self.learn(d)
                 continue
+            except StaleEpochSignal:
+                raise  # a reshape step planned on an old descriptor: its caller re-plans
             except NotHereSignal:
                 reason = f"node {target} has no replica of partition {desc.id}"
                 avoid.add(target)

@@ -22,6 +22,7 @@ class Op(IntEnum):
     SPLIT = 10
     FREEZE = 11
     MERGE = 12
+    UNFREEZE = 13
     META = 20
 
 
@@ -59,6 +60,17 @@ class Freeze:
 
 
 @dataclass(frozen=True, slots=True)
+class Unfreeze:
+    """Call off a merge that was never proposed to the left side; bumps the epoch.
+
+    The bump matters: a Merge naming the old epoch can then never absorb this
+    partition, so a late duplicate cannot undo the decision.
+    """
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Merge:
     """Absorb the frozen right neighbour ``right`` whose last data write is at ``right_index``."""
 
@@ -75,7 +87,7 @@ class MetaCommand:
     body: dict[str, Any]
 
 
-Command = Put | Delete | Split | Freeze | Merge | MetaCommand
+Command = Put | Delete | Split | Freeze | Unfreeze | Merge | MetaCommand
 
 
 def encode(cmd: Command) -> bytes:
@@ -88,6 +100,8 @@ def encode(cmd: Command) -> bytes:
             fields = [Op.SPLIT, new_id, epoch]
         case Freeze(epoch):
             fields = [Op.FREEZE, epoch]
+        case Unfreeze(epoch):
+            fields = [Op.UNFREEZE, epoch]
         case Merge(right, right_epoch, right_index, epoch):
             fields = [Op.MERGE, right, right_epoch, right_index, epoch]
         case MetaCommand(body):
@@ -110,6 +124,8 @@ def decode(data: bytes) -> Command | None:
         return Split(fields[1], fields[2])
     if op == Op.FREEZE:
         return Freeze(fields[1])
+    if op == Op.UNFREEZE:
+        return Unfreeze(fields[1])
     if op == Op.MERGE:
         return Merge(fields[1], fields[2], fields[3], fields[4])
     return MetaCommand(fields[1])

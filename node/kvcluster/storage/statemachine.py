@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kvcluster.keyspace import PartitionDescriptor, key_hash, merge_descriptors, split_descriptor
 from kvcluster.raft import ConfChange, ConfChangeKind, Entry, EntryKind
 
 from . import commands
-from .commands import Delete, Freeze, Merge, MetaCommand, Outcome, Put, Split
+from .commands import Delete, Freeze, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
+from .metastate import apply_meta
 from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState
 from .schema import to_db_hash
 
@@ -181,13 +182,20 @@ class StateMachine:
                     return Outcome(code="stale_epoch", descriptor=state.descriptor)
                 result.state = state.advanced(state.applied_index, state.applied_term, frozen=True)
                 return Outcome(body={"index": entry.index})
+            case Unfreeze(epoch):
+                if not state.frozen or state.descriptor.epoch != epoch:
+                    return Outcome(code="stale_epoch", descriptor=state.descriptor)
+                desc = replace(state.descriptor, epoch=state.descriptor.epoch + 1)
+                result.state = state.advanced(
+                    state.applied_index, state.applied_term, frozen=False, descriptor=desc
+                )
+                return Outcome(descriptor=desc)
             case Merge():
                 return self._apply_merge(result, cmd)
             case MetaCommand(body):
-                meta = dict(state.meta or {})
-                meta.update(body)
+                meta, answer = apply_meta(state.meta, body)
                 result.state = state.advanced(state.applied_index, state.applied_term, meta=meta)
-                return Outcome(body=meta)
+                return Outcome(body=answer)
 
     def _apply_write(self, state: AppliedState, cmd: Put | Delete) -> tuple[Outcome, int]:
         h = key_hash(cmd.key)

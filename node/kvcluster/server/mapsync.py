@@ -1,0 +1,163 @@
+"""Keeping a node's picture of the cluster in step with the meta group.
+
+Once a second each node: reads the partition map from the meta group and
+folds it into its router's cache (new partitions, new nodes and their
+addresses); registers itself if the map does not list it yet (a node that
+joined with ``--cluster-state existing``); reports the descriptors of the
+partitions it leads when the map lags them (a reshape step whose report was
+lost to a crash); and drops replicas that the map says were moved away while
+this node was not listening (their removal never reached them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from kvcluster.keyspace import META_PARTITION, NodeInfo, PartitionDescriptor, PartitionMap
+from kvcluster.transport import PeerLinks, PeerRPC, PeerUnavailable, unpack
+
+from .config import NodeConfig
+from .errors import ApiError, RoutingSignal
+from .host import RaftHost
+from .operations import Operation
+from .router import Router
+
+log = logging.getLogger(__name__)
+
+MAP_PATH = "/internal/v1/map"
+INTERVAL_S = 1.0
+
+
+class MapSync:
+    def __init__(
+        self, cfg: NodeConfig, host: RaftHost, router: Router, links: PeerLinks, rpc: PeerRPC
+    ) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.router = router
+        self.links = links
+        self.rpc = rpc
+        self.registered = False
+        self.last_sync_ok = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="mapsync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sync_once()
+                self.last_sync_ok = True
+            except asyncio.CancelledError:
+                raise
+            except (ApiError, RoutingSignal, PeerUnavailable, KeyError, ValueError) as exc:
+                self.last_sync_ok = False
+                log.debug("map sync: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), INTERVAL_S)
+            self._wake.clear()
+
+    async def sync_once(self) -> None:
+        pmap = self.router.pmap
+        if pmap.meta is None:
+            await self._learn_from_peers()
+            if pmap.meta is None:
+                return
+        result = await self.router.execute_on(
+            META_PARTITION, Operation("meta_read", partition=META_PARTITION)
+        )
+        state: dict[str, Any] | None = result.get("state")
+        if not state:
+            return
+        truth = PartitionMap.from_dict(state["map"])
+        self.absorb(truth)
+        if self.cfg.node_id not in truth.nodes:
+            await self.router.execute_on(
+                META_PARTITION,
+                Operation(
+                    "meta",
+                    partition=META_PARTITION,
+                    args={"op": "register_node", "id": self.cfg.node_id, "url": self.cfg.url},
+                ),
+            )
+        else:
+            self.registered = True
+        await self._report_lagging(truth)
+        self._collect_orphans(truth)
+
+    def absorb(self, truth: PartitionMap) -> None:
+        pmap = self.router.pmap
+        if truth.meta is not None:
+            pmap.update(truth.meta)
+        for desc in truth.partitions.values():
+            pmap.update(desc)
+        # Drop cached partitions the truth no longer has and whose range it covers more recently.
+        for pid in [p for p in pmap.partitions if p not in truth.partitions]:
+            stale = pmap.partitions[pid]
+            if any(
+                d.range.overlaps(stale.range) and d.epoch > stale.epoch for d in truth.partitions.values()
+            ):
+                del pmap.partitions[pid]
+        pmap.last_id = max(pmap.last_id, truth.last_id)
+        if truth.nodes:
+            pmap.nodes = {**truth.nodes}
+            pmap.nodes.setdefault(self.cfg.node_id, NodeInfo(self.cfg.node_id, self.cfg.url))
+            self.links.set_peers({n.id: n.url for n in pmap.nodes.values()})
+
+    async def _learn_from_peers(self) -> None:
+        """A node that joined empty knows only peer addresses: ask one for its map."""
+        for node in sorted(self.links.urls):
+            try:
+                status, body = await self.rpc.call(node, MAP_PATH, b"", timeout=1.5)
+            except PeerUnavailable:
+                continue
+            if status == 200:
+                self.absorb(PartitionMap.from_dict(unpack(body)))
+                return
+
+    async def _report_lagging(self, truth: PartitionMap) -> None:
+        lagging: list[PartitionDescriptor] = []
+        for pid, r in self.host.replicas.items():
+            if not r.is_leader or r.removed:
+                continue
+            known = truth.meta if pid == META_PARTITION else truth.partitions.get(pid)
+            probe = PartitionMap.from_dict(truth.to_dict())
+            if (known is None or known.epoch < r.state.descriptor.epoch) and probe.update(r.state.descriptor):
+                lagging.append(r.state.descriptor)
+        if lagging:
+            await self.router.execute_on(
+                META_PARTITION,
+                Operation(
+                    "meta",
+                    partition=META_PARTITION,
+                    args={"op": "report", "descriptors": [d.to_dict() for d in lagging]},
+                ),
+            )
+
+    def _collect_orphans(self, truth: PartitionMap) -> None:
+        for pid, r in list(self.host.replicas.items()):
+            if r.removed or r.is_leader:
+                continue
+            mine = r.state.descriptor
+            known = truth.meta if pid == META_PARTITION else truth.partitions.get(pid)
+            if known is not None:
+                if known.epoch > mine.epoch and self.cfg.node_id not in known.replicas:
+                    self.host.destroy_replica(pid, known.epoch)
+            elif pid != META_PARTITION and any(
+                d.range.overlaps(mine.range) and d.epoch > mine.epoch for d in truth.partitions.values()
+            ):
+                self.host.destroy_replica(pid, mine.epoch)
