@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from kvcluster.local import CLUSTER_FILE, ClusterError, LocalCluster
+from kvcluster.local.reshape import CONTROL_FILE, apply_control
 
 
 def status_table(cluster: LocalCluster) -> Group:
@@ -59,6 +61,15 @@ def status_table(cluster: LocalCluster) -> Group:
     return Group(nodes, parts)
 
 
+def _current_seq(data_dir: Path) -> int:
+    """Control requests written before this run started are history, not orders."""
+    path = data_dir / CONTROL_FILE
+    try:
+        return int(json.loads(path.read_text()).get("seq", 0)) if path.exists() else 0
+    except ValueError:
+        return 0
+
+
 @click.command("local")
 @click.option("--nodes", type=click.IntRange(1, 64), default=3, show_default=True)
 @click.option("--partitions", type=click.IntRange(1, 4096), default=8, show_default=True)
@@ -85,6 +96,7 @@ def local_command(
     """Start a local cluster in the foreground; Ctrl-C stops it cleanly.
 
     Each node's id, pid and URL is printed and written to DATA_DIR/cluster.json.
+    While it runs, `kvcluster reshape --data-dir DATA_DIR ...` can add and remove nodes.
     Run again with the same --data-dir to resume with the data intact (the saved
     layout wins over --nodes/--partitions/--replicas/--base-port).
     """
@@ -102,7 +114,8 @@ def local_command(
     )
     resumed = (data_dir / CLUSTER_FILE).exists()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())  # also when started in the background (SIGINT ignored)
     cluster.start()
     try:
         console.print(
@@ -125,14 +138,20 @@ def local_command(
             f"  curl {other.url}/v1/kv/greeting\n"
             "Ctrl-C stops the cluster."
         )
+        seq = _current_seq(data_dir)
         if sys.stdout.isatty():
             with Live(status_table(cluster), console=console, refresh_per_second=2) as live:
                 while not stop.wait(refresh):
+                    seq = apply_control(cluster, seq)
                     live.update(status_table(cluster))
         else:
-            while not stop.wait(max(refresh, 10.0)):
-                down = [n.id for n in cluster.nodes.values() if not n.alive()]
-                console.print(f"nodes down: {down}" if down else "all nodes running")
+            ticks = 0
+            while not stop.wait(min(refresh, 1.0)):
+                seq = apply_control(cluster, seq)
+                ticks += 1
+                if ticks % 30 == 0:
+                    down = [n.id for n in cluster.nodes.values() if not n.alive()]
+                    console.print(f"nodes down: {down}" if down else f"{len(cluster.nodes)} nodes running")
     except KeyboardInterrupt:
         pass
     finally:

@@ -8,6 +8,7 @@ from .bench import bench_command
 from .kvcmds import KV_COMMANDS
 from .localcmd import local_command
 from .nodecmd import node_command
+from .reshapecmd import reshape_command
 
 
 @click.group(context_settings={"auto_envvar_prefix": "KVCLUSTER", "help_option_names": ["-h", "--help"]})
@@ -21,6 +22,7 @@ cli.add_command(local_command)
 for _command in KV_COMMANDS:
     cli.add_command(_command)
 cli.add_command(bench_command)
+cli.add_command(reshape_command)
 
 
 def main() -> None:

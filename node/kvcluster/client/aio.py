@@ -318,6 +318,42 @@ class AsyncClient:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
+    # ---- admin API (reshaping) -----------------------------------------------------------------
+
+    async def admin_map(self) -> dict[str, Any]:
+        """``GET /v1/admin/map``: partitions, meta group, nodes and current leaders."""
+        return _json(await self._call("GET", "/v1/admin/map", write=False))
+
+    async def admin_node(self, node_id: int) -> dict[str, Any] | None:
+        """``GET /v1/admin/nodes/{id}``: what the node holds; None if the cluster does not know it."""
+        try:
+            return _json(await self._call("GET", f"/v1/admin/nodes/{int(node_id)}", write=False))
+        except NotFound:
+            return None
+
+    async def reshape(self, nodes: list[int], partitions: int, replicas: int) -> dict[str, Any]:
+        """``POST /v1/admin/reshape``: record a target shape; the cluster works towards it.
+
+        Submitting the same target twice is harmless (the job is replaced by an
+        equal one), so this call may be retried like a read.
+        """
+        body = json.dumps({"nodes": sorted(nodes), "partitions": partitions, "replicas": replicas}).encode()
+        return _json(await self._call("POST", "/v1/admin/reshape", body=body, write=False))
+
+    async def reshape_status(self) -> dict[str, Any]:
+        """``GET /v1/admin/reshape``: ``state`` idle|running|done|failed, target, steps done/total."""
+        return _json(await self._call("GET", "/v1/admin/reshape", write=False))
+
+    async def drain(self, node_id: int) -> dict[str, Any]:
+        """``POST /v1/admin/nodes/{id}/drain``: move everything off the node (a reshape job)."""
+        return _json(await self._call("POST", f"/v1/admin/nodes/{int(node_id)}/drain", body=b"", write=False))
+
+    async def forget_node(self, node_id: int) -> dict[str, Any]:
+        """``POST /v1/admin/nodes/{id}/forget``: drop a drained node from the cluster's node list."""
+        return _json(
+            await self._call("POST", f"/v1/admin/nodes/{int(node_id)}/forget", body=b"", write=False)
+        )
+
     # ---- requests, retries, failover ------------------------------------------------------------
 
     async def _call(

@@ -115,6 +115,30 @@ class SyncClient:
         """See :meth:`AsyncClient.ready`."""
         return self._run(self._client.ready(endpoint))
 
+    def admin_map(self) -> dict[str, Any]:
+        """See :meth:`AsyncClient.admin_map`."""
+        return self._run(self._client.admin_map())
+
+    def admin_node(self, node_id: int) -> dict[str, Any] | None:
+        """See :meth:`AsyncClient.admin_node`."""
+        return self._run(self._client.admin_node(node_id))
+
+    def reshape(self, nodes: list[int], partitions: int, replicas: int) -> dict[str, Any]:
+        """See :meth:`AsyncClient.reshape`."""
+        return self._run(self._client.reshape(nodes, partitions, replicas))
+
+    def reshape_status(self) -> dict[str, Any]:
+        """See :meth:`AsyncClient.reshape_status`."""
+        return self._run(self._client.reshape_status())
+
+    def drain(self, node_id: int) -> dict[str, Any]:
+        """See :meth:`AsyncClient.drain`."""
+        return self._run(self._client.drain(node_id))
+
+    def forget_node(self, node_id: int) -> dict[str, Any]:
+        """See :meth:`AsyncClient.forget_node`."""
+        return self._run(self._client.forget_node(node_id))
+
     def close(self) -> None:
         """Close the pool and stop the background loop; idempotent."""
         with self._lock:
