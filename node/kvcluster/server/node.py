@@ -118,11 +118,7 @@ class Node:
         urls = {n.id: n.url for n in self.pmap.nodes.values()}
         urls[self.cfg.node_id] = self.cfg.url
         self.links.set_peers(urls)
-        # Keys travel percent-encoded in the request line (up to 3 bytes per key byte).
-        line = max(8190, 3 * self.cfg.max_key_bytes + 1024)
-        self._runner = web.AppRunner(
-            self.app(), access_log=None, shutdown_timeout=3.0, handler_args={"max_line_size": line}
-        )
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=3.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.listen_host, self.cfg.listen_port, reuse_address=True)
         await site.start()
@@ -151,9 +147,12 @@ class Node:
     # ---- the HTTP application ------------------------------------------------------------------------
 
     def app(self) -> web.Application:
+        # Keys travel percent-encoded in the request line: up to 3 bytes per key byte.
+        line = max(8190, 3 * self.cfg.max_key_bytes + 1024)
         app = web.Application(
             middlewares=[self._errors, self._authenticate],
             client_max_size=max(64 << 20, 4 * self.cfg.max_value_bytes),
+            handler_args={"max_line_size": line},
         )
         app.add_routes(self.kv.routes())
         app.add_routes(self.admin.routes())

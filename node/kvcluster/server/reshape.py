@@ -106,7 +106,10 @@ class Reshaper:
         pmap = PartitionMap.from_dict(state["map"])
         unknown = sorted(set(nodes) - set(pmap.nodes))
         if unknown:
-            raise BadRequest(f"nodes {unknown} have not joined the cluster (known: {sorted(pmap.nodes)})")
+            # Not impossible, only early: the node may still be starting. A 409 tells callers to retry.
+            err = Conflict(f"nodes {unknown} have not joined the cluster yet (known: {sorted(pmap.nodes)})")
+            err.code = "nodes_not_joined"
+            raise err
         target = Target.of(nodes, partitions, replicas)
         try:
             check_target(pmap, target)
