@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import base64
 import json
 import sqlite3
@@ -88,7 +89,7 @@ async def test_compare_and_set_and_create_only(cluster: LocalCluster) -> None:
 
 async def test_listing_paginates_in_key_order_and_round_trips_binary(cluster: LocalCluster) -> None:
     n1, n2, _ = cluster.urls()
-    keys = sorted(f"list/{i:03d}".encode() for i in range(57)) + [b"list/\xff\x00bin"]
+    keys = [*sorted(f"list/{i:03d}".encode() for i in range(57)), b"list/\xff\x00bin"]
     async with aiohttp.ClientSession() as s:
         await asyncio.gather(*(put(s, n1, k, b"value-" + k) for k in keys))
         await put(s, n1, "other/x", b"not listed")
@@ -161,7 +162,7 @@ async def test_unavailable_when_no_quorum_then_recovers(make_cluster: ClusterFac
         started = time.monotonic()
         async with s.put(kv_url(n1, "no-quorum"), data=b"x") as resp:
             err = await error_of(resp)
-            # The leader may have been node 1 (then the write is pending when quorum is lost: 504), or not (503).
+            # If node 1 led, the write is pending when quorum is lost (504); otherwise no leader took it (503).
             assert resp.status in (503, 504), err
             if resp.status == 503:
                 assert err["code"] == "unavailable" and int(resp.headers["Retry-After"]) >= 1
@@ -187,7 +188,7 @@ async def test_cluster_view_metrics_and_readiness(cluster: LocalCluster) -> None
         assert len(view["partitions"]) == 4
         ends = [(int(p["range"]["start"], 16), int(p["range"]["end"], 16)) for p in view["partitions"]]
         assert ends[0][0] == 0 and ends[-1][1] == 2**64
-        assert all(a[1] == b[0] for a, b in zip(ends, ends[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ends))
         for p in view["partitions"]:
             assert p["voters"] == [1, 2, 3] and p["leader"] in (1, 2, 3) and p["term"] >= 1
             assert p["commit"] >= 1 and set(p["applied"]) == {"1", "2", "3"}

@@ -132,8 +132,8 @@ async def test_kill_leader_under_load_then_catch_up(make_cluster: ClusterFactory
             status, body, _ = await get(session, restarted, key, consistency="stale")
             assert (status, body) == (200, value)
     print(
-        f"acknowledged {len(load.acked)} writes, {load.failures} failed/unknown; the first write issued after "
-        f"kill -9 to the leaderless partition was acknowledged {recovery:.2f}s after the kill"
+        f"acknowledged {len(load.acked)} writes, {load.failures} failed/unknown; "
+        f"the first write issued after kill -9 to the leaderless partition was acknowledged {recovery:.2f}s after the kill"
     )
 
 
