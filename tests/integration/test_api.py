@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import base64
+import itertools
 import json
 import sqlite3
 import time
@@ -162,7 +162,7 @@ async def test_unavailable_when_no_quorum_then_recovers(make_cluster: ClusterFac
         started = time.monotonic()
         async with s.put(kv_url(n1, "no-quorum"), data=b"x") as resp:
             err = await error_of(resp)
-            # If node 1 led, the write is pending when quorum is lost (504); otherwise no leader took it (503).
+            # Node 1 leading: the write is pending when quorum goes (504); otherwise no leader took it (503).
             assert resp.status in (503, 504), err
             if resp.status == 503:
                 assert err["code"] == "unavailable" and int(resp.headers["Retry-After"]) >= 1

@@ -133,7 +133,8 @@ async def test_kill_leader_under_load_then_catch_up(make_cluster: ClusterFactory
             assert (status, body) == (200, value)
     print(
         f"acknowledged {len(load.acked)} writes, {load.failures} failed/unknown; "
-        f"the first write issued after kill -9 to the leaderless partition was acknowledged {recovery:.2f}s after the kill"
+        "the first write issued after kill -9 to the leaderless partition was acknowledged "
+        f"{recovery:.2f}s after the kill"
     )
 
 
