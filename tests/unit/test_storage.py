@@ -232,3 +232,16 @@ def test_database_is_plain_sqlite(store: Store) -> None:
         assert conn.execute("SELECT value, version FROM kv WHERE key = ?", (b"x",)).fetchone() == (b"y", 1)
     finally:
         conn.close()
+
+
+def test_only_log_entries_snapshots_and_votes_are_fsynced(store: Store) -> None:
+    """Applying can be redone from the log after a crash, so it does not wait for a disk flush."""
+    e = entry(1, Put(b"a", b"1"))
+    before = store.synced_batches
+    store.write_sync(Batch(groups=[GroupWrite(1, entries=[e], hard_state=HardState(1, 1, 0))]))
+    assert store.synced_batches == before + 1
+    store.write_sync(Batch(groups=[GroupWrite(1, hard_state=HardState(1, 1, 1), committed=[e])]))
+    assert store.synced_batches == before + 1, "an apply-only batch skipped the fsync"
+    store.write_sync(Batch(groups=[GroupWrite(1, hard_state=HardState(2, 3, 1), vote_changed=True)]))
+    assert store.synced_batches == before + 2
+    assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2

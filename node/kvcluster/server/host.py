@@ -275,6 +275,9 @@ class RaftHost:
             g = GroupWrite(
                 r.partition, entries=rd.entries, hard_state=rd.hard_state, committed=rd.committed_entries
             )
+            if rd.hard_state is not None:
+                g.vote_changed = (rd.hard_state.term, rd.hard_state.vote) != r.persisted_vote
+                r.persisted_vote = (rd.hard_state.term, rd.hard_state.vote)
             if rd.snapshot is not None:
                 self._prepare_install(r, rd, g, batch)
             if rd.committed_entries:

@@ -41,6 +41,8 @@ class Replica:
     applied_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
     incoming_snapshot: tuple[SnapshotMeta, bytes] | None = None
     removed: bool = False
+    persisted_vote: tuple[int, int] = (-1, -1)
+    """(term, vote) as last handed to storage; a change forces an fsync."""
     snapshot_targets: set[int] = field(default_factory=set)
 
     @property

@@ -40,6 +40,19 @@ class GroupWrite:
     hard_state: HardState | None = None
     committed: list[Entry] = field(default_factory=list)
     compact: tuple[int, int] | None = None
+    vote_changed: bool = False
+    """Term or vote moved: these must be on disk before any message depending on them leaves."""
+
+    @property
+    def must_sync(self) -> bool:
+        """Log entries, snapshots and votes need an fsync before acknowledging; applies do not.
+
+        The state machine can always be rebuilt from the log, so a batch that
+        only applies committed entries (and notes the commit index, which a
+        restarted node relearns from its leader) is committed without fsync; the
+        next synced commit covers it too, as WAL frames are synced in order.
+        """
+        return bool(self.entries) or self.snapshot is not None or self.vote_changed
 
 
 @dataclass(slots=True)
@@ -66,6 +79,10 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.create or self.groups or self.destroy or self.export or self.node_values)
 
+    @property
+    def must_sync(self) -> bool:
+        return bool(self.create or self.destroy or self.node_values) or any(g.must_sync for g in self.groups)
+
 
 @dataclass(slots=True)
 class BatchResult:
@@ -87,6 +104,8 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
         self._sm = StateMachine(self._writer)
         self._states: dict[int, AppliedState] = {}
+        self._synchronous_full = durability == Durability.FSYNC
+        self.synced_batches = 0
         self.closed = False
 
     # ---- node-level facts ----------------------------------------------------------------
@@ -143,6 +162,12 @@ class Store:
     def _write(self, batch: Batch) -> BatchResult:
         result = BatchResult()
         conn = self._writer
+        sync = self.durability == Durability.FSYNC and batch.must_sync
+        if sync != self._synchronous_full:
+            conn.execute("PRAGMA synchronous = " + ("FULL" if sync else "NORMAL"))
+            self._synchronous_full = sync
+        if sync:
+            self.synced_batches += 1
         with _transaction(conn):
             if batch.node_values:
                 conn.executemany(
