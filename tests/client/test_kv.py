@@ -228,7 +228,7 @@ async def test_no_endpoint_reachable(prefix: bytes) -> None:
 
 @pytest.mark.slow
 async def test_failover_when_a_node_dies(own_cluster: NodeCluster, prefix: bytes) -> None:
-    async with AsyncClient(own_cluster.endpoints, timeout=20.0) as kv:
+    async with AsyncClient(own_cluster.endpoints, timeout=20.0, follow_leaders=False) as kv:
         before = {
             prefix + f"{i}".encode(): await kv.put(prefix + f"{i}".encode(), b"before") for i in range(8)
         }
@@ -241,3 +241,29 @@ async def test_failover_when_a_node_dies(own_cluster: NodeCluster, prefix: bytes
         page = await kv.scan(prefix=prefix)
         assert sorted(i.key for i in page.items) == sorted(before)
         assert {i.value for i in page.items} == {b"after"}
+
+
+async def test_client_goes_straight_to_the_partition_leader(cluster: NodeCluster) -> None:
+    """Writes sent to one node land on the leaders directly once the routing table is known."""
+    async with AsyncClient(cluster.endpoints[:1], timeout=15.0) as kv:
+        for i in range(40):
+            await kv.put(f"route/{i}", b"x")
+        table = kv._routes
+        assert table is not None and all(url is not None for url in table.leaders)
+        forwarded_before = await _forwarded_total(kv, cluster)
+        for i in range(40):
+            await kv.put(f"route/{i}", b"y")
+        assert await _forwarded_total(kv, cluster) == forwarded_before, "a write was forwarded between nodes"
+    async with AsyncClient(cluster.endpoints[:1], timeout=15.0, follow_leaders=False) as plain:
+        for i in range(40):
+            await plain.put(f"route/{i}", b"z")
+        assert await _forwarded_total(plain, cluster) > forwarded_before, "the control run never forwarded"
+
+
+async def _forwarded_total(kv: AsyncClient, cluster: NodeCluster) -> float:
+    total = 0.0
+    for endpoint in cluster.endpoints:
+        for line in (await kv.metrics(endpoint)).splitlines():
+            if line.startswith('kvcluster_forwarded_requests_total{op="put"}'):
+                total += float(line.split()[-1])
+    return total

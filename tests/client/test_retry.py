@@ -70,7 +70,7 @@ async def test_get_honours_retry_after(stub_server: Start) -> None:
         return value(b"v", 7)
 
     url = await stub_server(handler)
-    async with AsyncClient([url], timeout=10) as kv:
+    async with AsyncClient([url], follow_leaders=False, timeout=10) as kv:
         assert await kv.get("k") == Item(b"k", b"v", 7)
     assert len(log.requests) == 2
     assert log.times[1] - log.times[0] >= 0.95  # waited as told, not the ~50 ms backoff
@@ -85,7 +85,7 @@ async def test_put_retried_after_503(stub_server: Start) -> None:
         return web.json_response({"key": "k", "encoding": "utf-8", "version": 3})
 
     url = await stub_server(handler)
-    async with AsyncClient([url]) as kv:
+    async with AsyncClient([url], follow_leaders=False) as kv:
         assert await kv.put("k", b"v", if_version=2) == 3
     assert log.requests == [("PUT", "/v1/kv/k?if_version=2")] * 2
 
@@ -98,7 +98,7 @@ async def test_retry_after_beyond_the_deadline_gives_up_at_once(stub_server: Sta
         return error(503, "unavailable", "no leader", headers={"Retry-After": "30"})
 
     url = await stub_server(handler)
-    async with AsyncClient([url], timeout=3.0) as kv:
+    async with AsyncClient([url], follow_leaders=False, timeout=3.0) as kv:
         started = time.monotonic()
         with pytest.raises(Unavailable) as err:
             await kv.get("k")
@@ -116,7 +116,7 @@ async def test_503_exhausts_the_retry_budget(stub_server: Start) -> None:
         return error(503, "unavailable", "no leader", headers={"Retry-After": "0"})
 
     url = await stub_server(handler)
-    async with AsyncClient([url], timeout=10.0, retries=3) as kv:
+    async with AsyncClient([url], follow_leaders=False, timeout=10.0, retries=3) as kv:
         with pytest.raises(Unavailable):
             await kv.get("k")
     assert len(log.requests) == 4  # the first attempt and three retries
@@ -165,7 +165,7 @@ async def test_dropped_connection_after_a_write_is_outcome_unknown(
         return web.json_response({"key": "k", "encoding": "utf-8", "version": 1})
 
     fallback = await stub_server(handler)
-    async with AsyncClient([dropping_server.url, fallback]) as kv:
+    async with AsyncClient([dropping_server.url, fallback], follow_leaders=False) as kv:
         with pytest.raises(OutcomeUnknown) as err:
             await kv.put("k", b"value")
         assert err.value.code == "connection_lost"
@@ -184,7 +184,7 @@ async def test_dropped_connection_on_a_read_fails_over(
         return value(b"v", 1)
 
     fallback = await stub_server(handler)
-    async with AsyncClient([dropping_server.url, fallback]) as kv:
+    async with AsyncClient([dropping_server.url, fallback], follow_leaders=False) as kv:
         assert await kv.get("k") == Item(b"k", b"v", 1)
         assert kv.preferred_endpoint == fallback
     assert dropping_server.requests >= 1
@@ -201,7 +201,7 @@ async def test_write_timeout_is_outcome_unknown(stub_server: Start) -> None:
 
     url = await stub_server(handler)
     try:
-        async with AsyncClient([url, url], attempt_timeout=0.5, timeout=5.0) as kv:
+        async with AsyncClient([url, url], follow_leaders=False, attempt_timeout=0.5, timeout=5.0) as kv:
             with pytest.raises(OutcomeUnknown) as err:
                 await kv.put("k", b"v")
             assert err.value.code == "timeout"
@@ -221,7 +221,7 @@ async def test_read_timeout_is_retried(stub_server: Start) -> None:
 
     url = await stub_server(handler)
     try:
-        async with AsyncClient([url], attempt_timeout=0.3) as kv:
+        async with AsyncClient([url], follow_leaders=False, attempt_timeout=0.3) as kv:
             assert await kv.get("k") == Item(b"k", b"v", 2)
     finally:
         release.set()
@@ -236,7 +236,7 @@ async def test_504_on_a_write_is_outcome_unknown(stub_server: Start) -> None:
         return error(504, "timeout", "the write was proposed but its outcome is unknown")
 
     url = await stub_server(handler)
-    async with AsyncClient([url, url]) as kv:
+    async with AsyncClient([url, url], follow_leaders=False) as kv:
         with pytest.raises(OutcomeUnknown) as err:
             await kv.delete("k")
     assert err.value.status == 504
@@ -252,7 +252,7 @@ async def test_refused_connection_write_goes_to_the_next_endpoint(stub_server: S
         return web.json_response({"key": "k", "encoding": "utf-8", "version": 9})
 
     url = await stub_server(handler)
-    async with AsyncClient([dead_endpoint(), url]) as kv:
+    async with AsyncClient([dead_endpoint(), url], follow_leaders=False) as kv:
         assert await kv.put("k", b"v") == 9
         assert kv.preferred_endpoint == url
         assert await kv.put("k", b"v") == 9
@@ -281,7 +281,7 @@ async def test_errors_map_to_types(stub_server: Start, status: int, code: str, c
         return error(status, code, f"the {code} message", hint="extra")
 
     url = await stub_server(handler)
-    async with AsyncClient([url]) as kv:
+    async with AsyncClient([url], follow_leaders=False) as kv:
         with pytest.raises(KVError) as err:
             await kv.delete("k")
     assert type(err.value) is cls
@@ -298,7 +298,7 @@ async def test_version_conflict_carries_the_current_version(stub_server: Start) 
         )
 
     url = await stub_server(handler)
-    async with AsyncClient([url]) as kv:
+    async with AsyncClient([url], follow_leaders=False) as kv:
         with pytest.raises(VersionConflict) as err:
             await kv.put("k", b"v", if_version=3)
     assert err.value.current_version == 12
@@ -309,7 +309,7 @@ async def test_non_json_error_bodies_are_tolerated(stub_server: Start) -> None:
         return web.Response(status=502, text="<html>bad gateway</html>")
 
     url = await stub_server(handler)
-    async with AsyncClient([url], retries=1) as kv:
+    async with AsyncClient([url], follow_leaders=False, retries=1) as kv:
         with pytest.raises(ServerError) as err:
             await kv.get("k")  # a read retried once, then the proxy's answer is reported
         assert "bad gateway" in err.value.message
@@ -325,7 +325,7 @@ async def test_token_is_sent_as_bearer(stub_server: Start) -> None:
         return value(b"v", 1)
 
     url = await stub_server(handler)
-    async with AsyncClient([url], token="s3cret") as kv:
+    async with AsyncClient([url], follow_leaders=False, token="s3cret") as kv:
         await kv.get("k")
     assert seen == ["Bearer s3cret"]
 
@@ -338,7 +338,7 @@ async def test_keys_are_percent_encoded_in_the_path(stub_server: Start) -> None:
         return web.json_response({"items": [], "count": 0, "next": None})
 
     url = await stub_server(handler)
-    async with AsyncClient([url]) as kv:
+    async with AsyncClient([url], follow_leaders=False) as kv:
         with pytest.raises(KVError):  # the stub's answer has no X-KV-Version header
             await kv.get(b"a/b ../%\x00\xff~-_.")
         await kv.scan(prefix=b"p/+", start=b"p/+\x00", limit=5, consistency="stale")

@@ -27,6 +27,8 @@ later could overwrite another client's newer value.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import email.utils
 import json
 import random
@@ -38,6 +40,8 @@ from typing import Any, Literal
 
 import aiohttp
 from yarl import URL
+
+from kvcluster.keyspace import key_hash
 
 from .codec import Item, Key, Page, decode_page, quote_bytes, quote_cursor, to_bytes
 from .errors import (
@@ -127,6 +131,39 @@ async def _on_headers_sent(
         state.sent = True
 
 
+ROUTES_TTL_S = 10.0
+UNREACHABLE_FOR_S = 30.0
+
+
+class RoutingTable:
+    """Hash ranges of the partitions and the URL of each one's leader (a hint, not the truth)."""
+
+    def __init__(self, starts: list[int], ends: list[int], leaders: list[str | None]) -> None:
+        self.starts, self.ends, self.leaders = starts, ends, leaders
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> RoutingTable:
+        parts = sorted(body["partitions"], key=lambda p: int(p["start"], 16))
+        return cls(
+            [int(p["start"], 16) for p in parts],
+            [int(p["end"], 16) for p in parts],
+            [p.get("leader_url") for p in parts],
+        )
+
+    def _index(self, h: int) -> int | None:
+        i = bisect.bisect_right(self.starts, h) - 1
+        return i if i >= 0 and h < self.ends[i] else None
+
+    def leader_of(self, h: int) -> str | None:
+        i = self._index(h)
+        return self.leaders[i] if i is not None else None
+
+    def learn(self, h: int, url: str) -> None:
+        i = self._index(h)
+        if i is not None:
+            self.leaders[i] = url
+
+
 class AsyncClient:
     """Async client of a kvcluster cluster.
 
@@ -150,6 +187,7 @@ class AsyncClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         pool_size: int = 100,
         rng: random.Random | None = None,
+        follow_leaders: bool = True,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -170,6 +208,11 @@ class AsyncClient:
         self._preferred = 0
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self.follow_leaders = follow_leaders
+        self._routes: RoutingTable | None = None
+        self._routes_at = float("-inf")
+        self._routes_refresh: asyncio.Task[None] | None = None
+        self._unreachable: dict[str, float] = {}
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -222,7 +265,10 @@ class AsyncClient:
         raises :class:`VersionConflict` with the current version.
         """
         query = _if_version_query(if_version)
-        answer = await self._call("PUT", _kv_path(key) + query, body=to_bytes(value), write=True)
+        answer = await self._call(
+            "PUT", _kv_path(key) + query, body=to_bytes(value), write=True, first=await self._leader_url(key)
+        )
+        self._learn_leader(key, answer)
         return int(_json(answer)["version"])
 
     async def get(self, key: Key, consistency: Consistency = "linearizable") -> Item | None:
@@ -232,11 +278,14 @@ class AsyncClient:
         call; ``stale`` is answered by any replica without a round to the
         leader, and may miss recent writes.
         """
-        query = "?consistency=stale" if _check_consistency(consistency) == "stale" else ""
+        stale = _check_consistency(consistency) == "stale"
+        query = "?consistency=stale" if stale else ""
+        leader = None if stale else await self._leader_url(key)
         try:
-            answer = await self._call("GET", _kv_path(key) + query, write=False)
+            answer = await self._call("GET", _kv_path(key) + query, write=False, first=leader)
         except NotFound:
             return None
+        self._learn_leader(key, answer)
         version = answer.headers.get("X-KV-Version")
         if version is None:
             raise KVError("the answer has no X-KV-Version header", code="bad_response")
@@ -249,7 +298,10 @@ class AsyncClient:
         if ``if_version`` is given and does not match.
         """
         query = _if_version_query(if_version)
-        answer = await self._call("DELETE", _kv_path(key) + query, write=True)
+        answer = await self._call(
+            "DELETE", _kv_path(key) + query, write=True, first=await self._leader_url(key)
+        )
+        self._learn_leader(key, answer)
         return int(_json(answer)["version"])
 
     async def scan(
@@ -318,6 +370,46 @@ class AsyncClient:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
+    # ---- leader routing -----------------------------------------------------------------------
+
+    async def _leader_url(self, key: Key) -> str | None:
+        """The URL of the key's partition leader if known and reachable; refreshed every few seconds.
+
+        Any node serves any key by forwarding to the leader; going there directly
+        saves that hop. The table is a hint: when it is stale the node reached
+        forwards as usual and its answer names the real leader.
+        """
+        if not self.follow_leaders:
+            return None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._routes_at > ROUTES_TTL_S and (
+            self._routes_refresh is None or self._routes_refresh.done()
+        ):
+            self._routes_at = now
+            self._routes_refresh = loop.create_task(self._refresh_routes())
+            if self._routes is None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._routes_refresh), self.attempt_timeout)
+        if self._routes is None:
+            return None
+        url = self._routes.leader_of(key_hash(to_bytes(key)))
+        if url is None or self._unreachable.get(url, 0.0) > now:
+            return None
+        return url
+
+    async def _refresh_routes(self) -> None:
+        try:
+            answer = await self._call("GET", "/v1/routing", write=False)
+            self._routes = RoutingTable.from_json(_json(answer))
+        except (KVError, ValueError, KeyError):
+            pass  # keep the previous table (or none): routing hints are optional
+
+    def _learn_leader(self, key: Key, answer: _Answer) -> None:
+        url = answer.headers.get("X-KV-Leader")
+        if url and self._routes is not None:
+            self._routes.learn(key_hash(to_bytes(key)), url)
+
     # ---- admin API (reshaping) -----------------------------------------------------------------
 
     async def admin_map(self) -> dict[str, Any]:
@@ -364,8 +456,13 @@ class AsyncClient:
         body: bytes | None = None,
         write: bool,
         endpoints: list[str] | None = None,
+        first: str | None = None,
     ) -> _Answer:
-        """Send one logical request, with failover and the retry policy of the module docstring."""
+        """Send one logical request, with failover and the retry policy of the module docstring.
+
+        ``first`` (the partition leader's URL, when known) is tried once before
+        the endpoints; a leader that cannot be reached is avoided for a while.
+        """
         pinned = endpoints is not None
         targets = endpoints if endpoints is not None else self.endpoints
         loop = asyncio.get_running_loop()
@@ -375,7 +472,8 @@ class AsyncClient:
         backoff_step = 0
         attempt = 0
         while True:
-            endpoint = targets[index % len(targets)]
+            use_first = first is not None and attempt == 0
+            endpoint = first if use_first and first is not None else targets[index % len(targets)]
             remaining = deadline - loop.time()
             retry_after: float | None = None
             try:
@@ -383,6 +481,8 @@ class AsyncClient:
                     method, endpoint, path, body, min(remaining, self.attempt_timeout)
                 )
             except _NotSent as exc:
+                if use_first:
+                    self._unreachable[endpoint] = loop.time() + UNREACHABLE_FOR_S
                 error: KVError = Unavailable(
                     f"cannot reach {endpoint}: {exc}", code="unreachable", endpoint=endpoint
                 )
@@ -396,7 +496,7 @@ class AsyncClient:
                 error = Unavailable(f"{endpoint}: {exc}", code=exc.code, endpoint=endpoint)
             else:
                 if answer.status < 300:
-                    if not pinned:
+                    if not pinned and not use_first:
                         self._preferred = index % len(targets)
                     return answer
                 retry_after = parse_retry_after(answer.headers.get("Retry-After"))
@@ -414,6 +514,8 @@ class AsyncClient:
             attempt += 1
             if attempt > self.retries:
                 raise error
+            if use_first:
+                continue  # the leader was a shortcut; the endpoints proper start now, without a pause
             index += 1
             failed_this_round += 1
             delay = 0.0

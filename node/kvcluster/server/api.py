@@ -88,7 +88,18 @@ class KVApi:
             web.get(KV_PREFIX + "{key:.*}", self.get),
             web.delete(KV_PREFIX + "{key:.*}", self.delete),
             web.get("/v1/kv", self.list),
+            web.get("/v1/routing", self.routing),
         ]
+
+    async def routing(self, request: web.Request) -> web.Response:
+        """Partition ranges and their leaders' URLs, so that clients can skip the forwarding hop."""
+        return web.json_response(self.router.routing())
+
+    def _leader_headers(self, result: dict[str, Any]) -> dict[str, str]:
+        """Which node served the request: the partition's leader for writes and linearizable reads."""
+        node = result.get("_node")
+        url = self.router.node_url(int(node)) if node else None
+        return {"X-KV-Leader": url} if url else {}
 
     def _key(self, request: web.Request) -> bytes:
         path = request.raw_path.partition("?")[0]
@@ -118,7 +129,9 @@ class KVApi:
         if_version = int_param(params, "if_version", None, 0)
         value = await self._body(request)
         result = await self.router.execute(Operation("put", key=key, value=value, if_version=if_version))
-        return web.json_response({**encode_item(key), "version": result["version"]})
+        return web.json_response(
+            {**encode_item(key), "version": result["version"]}, headers=self._leader_headers(result)
+        )
 
     async def get(self, request: web.Request) -> web.Response:
         key = self._key(request)
@@ -126,17 +139,21 @@ class KVApi:
         result = await self.router.execute(Operation("get", key=key, linearizable=linearizable))
         if not result["found"]:
             raise NotFound("key not found")
+        headers = {"X-KV-Version": str(result["version"])}
+        if linearizable:
+            headers.update(self._leader_headers(result))
         return web.Response(
-            body=bytes(result["value"]),
-            content_type="application/octet-stream",
-            headers={"X-KV-Version": str(result["version"])},
+            body=bytes(result["value"]), content_type="application/octet-stream", headers=headers
         )
 
     async def delete(self, request: web.Request) -> web.Response:
         key = self._key(request)
         if_version = int_param(raw_query(request), "if_version", None, 0)
         result = await self.router.execute(Operation("delete", key=key, if_version=if_version))
-        return web.json_response({**encode_item(key), "deleted": True, "version": result["version"]})
+        return web.json_response(
+            {**encode_item(key), "deleted": True, "version": result["version"]},
+            headers=self._leader_headers(result),
+        )
 
     async def list(self, request: web.Request) -> web.Response:
         params = raw_query(request)

@@ -29,7 +29,7 @@ class NodeMetrics:
             registry=r,
         )
         self.forwarded = Counter(
-            "kvcluster_forwarded_requests", "Requests forwarded to another node", registry=r
+            "kvcluster_forwarded_requests", "Operations forwarded to another node", ["op"], registry=r
         )
         self.batch_seconds = Histogram(
             "kvcluster_storage_batch_seconds",

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, PartitionMap
+from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, PartitionMap, hash_str
 from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
 
 from .config import NodeConfig
@@ -56,6 +56,28 @@ class Router:
     def learn(self, desc: PartitionDescriptor) -> None:
         if self.pmap.update(desc):
             log.debug("learnt %s", desc)
+
+    def routing(self) -> dict[str, Any]:
+        """What a client needs to send each key straight to its partition's leader."""
+        out = []
+        for desc in self.pmap:
+            leader = self.leader_hint(desc.id)
+            node = self.pmap.nodes.get(leader) if leader else None
+            out.append(
+                {
+                    "id": desc.id,
+                    "start": hash_str(desc.range.start),
+                    "end": hash_str(desc.range.end),
+                    "epoch": desc.epoch,
+                    "leader": leader or None,
+                    "leader_url": node.url if node else None,
+                }
+            )
+        return {"partitions": out}
+
+    def node_url(self, node: int) -> str | None:
+        info = self.pmap.nodes.get(node)
+        return info.url if info else (self.cfg.url if node == self.cfg.node_id else None)
 
     def leader_hint(self, partition: int) -> int:
         r = self.host.replicas.get(partition)
@@ -129,8 +151,11 @@ class Router:
             target = self._pick(desc, avoid)
             try:
                 if target == self.cfg.node_id:
-                    return await execute_local(self.host, op, remaining)
-                return await self._forward(target, op, remaining)
+                    result = await execute_local(self.host, op, remaining)
+                else:
+                    result = await self._forward(target, op, remaining)
+                result["_node"] = target
+                return result
             except NotLeaderSignal as s:
                 reason = f"node {target} is not the leader of partition {desc.id}"
                 avoid.add(target)
@@ -178,7 +203,7 @@ class Router:
         return self._rng.choice(candidates)
 
     async def _forward(self, node: int, op: Operation, timeout: float) -> dict[str, Any]:
-        self.metrics.forwarded.inc()
+        self.metrics.forwarded.labels(op.op).inc()
         status, body = await self.rpc.call(node, FORWARD_PATH, pack(op.to_wire()), timeout + 0.5)
         if status != 200:
             raise PeerUnavailable(f"node {node} answered HTTP {status}", maybe_delivered=status >= 500)
