@@ -185,19 +185,14 @@ class RaftNode:
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Called by the runtime when a committed conf-change entry is applied."""
-        voters, learners = set(self.conf.voters), set(self.conf.learners)
-        if cc.kind == ConfChangeKind.ADD_VOTER:
-            learners.discard(cc.node)
-            voters.add(cc.node)
-        elif cc.kind == ConfChangeKind.ADD_LEARNER:
-            if cc.node not in voters:
-                learners.add(cc.node)
-        else:
-            voters.discard(cc.node)
-            learners.discard(cc.node)
-        if not voters:
-            return self.conf  # never leave a group without voters; the proposal check makes this unreachable
-        self._set_conf(ConfState.of(voters, learners))
+        if self.log.pending_snapshot is not None:
+            # The entry came in a Ready handed out before this node restored a snapshot
+            # (messages may be stepped while the runtime writes); the membership already is
+            # the snapshot's, which includes this change. Applying it again would corrupt it.
+            return self.conf
+        changed = self.conf.changed(cc)
+        if changed != self.conf:
+            self._set_conf(changed)
         return self.conf
 
     def read_index(self, context: bytes) -> None:

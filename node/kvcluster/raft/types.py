@@ -66,6 +66,25 @@ class ConfState:
     def of(cls, voters: Iterable[int], learners: Iterable[int] = ()) -> ConfState:
         return cls(frozenset(voters), frozenset(learners))
 
+    def changed(self, cc: ConfChange) -> ConfState:
+        """The membership after ``cc``; the core and the state machine must agree on it exactly.
+
+        A change that would leave no voter is ignored (proposals refuse it, so
+        it can only come from a corrupt log, and a group without voters can
+        never recover).
+        """
+        voters, learners = set(self.voters), set(self.learners)
+        if cc.kind == ConfChangeKind.ADD_VOTER:
+            learners.discard(cc.node)
+            voters.add(cc.node)
+        elif cc.kind == ConfChangeKind.ADD_LEARNER:
+            if cc.node not in voters:
+                learners.add(cc.node)
+        else:
+            voters.discard(cc.node)
+            learners.discard(cc.node)
+        return ConfState.of(voters, learners) if voters else self
+
 
 class ConfChangeKind(IntEnum):
     ADD_VOTER = 0

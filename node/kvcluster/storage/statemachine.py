@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 
 from kvcluster.keyspace import PartitionDescriptor, key_hash, merge_descriptors, split_descriptor
-from kvcluster.raft import ConfChange, ConfChangeKind, Entry, EntryKind
+from kvcluster.raft import ConfChange, Entry, EntryKind
 
 from . import commands
 from .commands import Delete, Freeze, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
@@ -227,20 +227,11 @@ class StateMachine:
         the proposal, so a split applied between proposal and commit keeps
         its range.
         """
-        desc = state.descriptor
-        voters, learners = set(desc.voters), set(desc.learners)
-        if cc.kind == ConfChangeKind.ADD_VOTER:
-            learners.discard(cc.node)
-            voters.add(cc.node)
-        elif cc.kind == ConfChangeKind.ADD_LEARNER:
-            if cc.node not in voters:
-                learners.add(cc.node)
-        else:
-            voters.discard(cc.node)
-            learners.discard(cc.node)
-        if not voters:
+        changed = state.conf.changed(cc)
+        if changed == state.conf:
             return state.advanced(entry.index, entry.term)
-        return state.advanced(entry.index, entry.term, descriptor=desc.with_members(voters, learners))
+        desc = state.descriptor.with_members(changed.voters, changed.learners)
+        return state.advanced(entry.index, entry.term, descriptor=desc)
 
     def _apply_merge(self, result: ApplyResult, cmd: Merge) -> Outcome:
         state = result.state
