@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from kvcluster.keyspace import HASH_SPACE
+from kvcluster.placement import MAX_PARTITIONS  # the planner's limit is the product's limit
 
 DEFAULT_NODES = 3
 DEFAULT_PARTITIONS = 8
@@ -23,7 +24,6 @@ DEFAULT_REPLICAS = 3
 DEFAULT_STORAGE = "1Gi"
 DEFAULT_GRACE_SECONDS = 60
 MAX_NODES = 255
-MAX_PARTITIONS = 4096
 MAX_REPLICAS = 9
 
 AntiAffinity = Literal["Preferred", "Required", "None"]

@@ -72,7 +72,7 @@ def _current_seq(data_dir: Path) -> int:
 
 @click.command("local")
 @click.option("--nodes", type=click.IntRange(1, 64), default=3, show_default=True)
-@click.option("--partitions", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=7001, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)

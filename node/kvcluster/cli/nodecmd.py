@@ -51,7 +51,7 @@ def read_secret(path: str | None, value: str | None) -> str | None:
 @click.option("--advertise-url", default="", help="Base URL peers and clients use to reach this node.")
 @click.option("--peers", default="", help="Initial members: ID=URL,ID=URL,...")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--partitions", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 1024), default=8, show_default=True)
 @click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
 @click.option(
     "--cluster-state",
