@@ -2,23 +2,34 @@
 
 Everything is driven by one ``random.Random(seed)`` and an integer simulated
 clock, so a seed replays exactly. The simulator plays the runtime's part of
-the ``Ready`` contract (persist -> send -> apply -> advance) for every node
-and keeps, per node, a *store* holding only what that contract persisted:
+the ``Ready`` contract for every node: persist -> send -> apply -> ``advance``
+(optionally applying before sending, as the host does, and optionally with a
+delay between ``ready()`` and the rest, during which the node keeps stepping
+messages and ticking, as it does while the host awaits its storage batch).
+It keeps, per node, a *store* holding only what that contract persisted:
 
 * the hard state, the log entries (a Ready's entries replace stored entries
   from their first index on), the last snapshot's meta and state-machine image;
 * the state machine (the full list of applied entries), its applied index and
-  the membership recorded when applying. Nodes with ``durable_sm`` keep it in
-  the store (like the SQLite runtime, which writes applied commands and the
-  applied index in one transaction); the others rebuild it from the snapshot
-  at restart and re-apply the log.
+  the membership it derived from the entries it applied. Nodes with
+  ``durable_sm`` keep it in the store (like the SQLite runtime, which writes
+  applied commands and the applied index in one transaction); the others
+  rebuild it from the snapshot at restart and re-apply the log.
 
-A crash drops the ``RaftNode`` object, its undelivered inbound messages and
-anything it had not persisted; a restart rebuilds ``RaftLog`` + ``RaftNode``
-from the store. The network delays each message by a random amount (so it
-reorders), loses and duplicates messages with configurable probabilities and
-honours partitions given as a set of cut directed links (so asymmetric and
-bridge partitions are just sets of links).
+A crash drops the ``RaftNode`` object, its undelivered inbound messages, the
+Ready it was carrying out and anything it had not persisted; it may strike
+between persisting a Ready and sending it, or before applying. A restart
+rebuilds ``RaftLog`` + ``RaftNode`` from the store. The network delays each
+message by a random amount (so it reorders, unless ``Net.fifo``), loses and
+duplicates messages and honours partitions given as a set of cut directed
+links (so asymmetric and bridge partitions are just sets of links); the
+transport reports some failed sends (``report_unreachable``). Snapshot
+messages are filled in a little after the Ready from the sender's state
+machine (raising the index to what it has applied by then, at random) and
+reported with ``report_snapshot``. Nodes compact at (or a little below) their
+applied index at random, so lagging and restarted followers need snapshots.
+Initial replicas start from a snapshot at (5, 5) like the runtime's; new
+replicas start empty, knowing no membership, and are seeded by a snapshot.
 
 ``Checker`` verifies the Raft safety properties continuously (see its
 docstring). A failing check raises ``SimFailure`` whose message carries the
@@ -161,6 +172,9 @@ class Net:
     """Chance that a message is delayed by up to ``spike_delay`` (deep reordering)."""
     spike_delay: int = 80
     report_unreachable: float = 0.3
+    """Chance that a message dropped by a cut link is reported by the transport."""
+    fifo: bool = False
+    """Keep each link in order (like one TCP connection per peer): delays vary, order does not."""
 
 
 def random_options(pick: random.Random, **fixed: Any) -> Options:
@@ -221,21 +235,6 @@ class Store:
         if index < self.snap.index or index > self.last_index():
             return None
         return self.entries[index - self.snap.index - 1].term
-
-
-def apply_conf_change(conf: ConfState, cc: ConfChange) -> ConfState:
-    """The membership after ``cc``, computed independently of the core."""
-    voters, learners = set(conf.voters), set(conf.learners)
-    if cc.kind == ConfChangeKind.ADD_VOTER:
-        learners.discard(cc.node)
-        voters.add(cc.node)
-    elif cc.kind == ConfChangeKind.ADD_LEARNER:
-        if cc.node not in voters:
-            learners.add(cc.node)
-    else:
-        voters.discard(cc.node)
-        learners.discard(cc.node)
-    return ConfState.of(voters, learners) if voters else conf
 
 
 def _copy_entry(e: Entry) -> Entry:
@@ -565,10 +564,10 @@ class Checker:
         live = self.sim.live_members()
         for data, (term, index) in self.acked.items():
             for node in live:
-                rec = node.applied_record(index)
-                if rec is None or rec[1] != term or rec[3] != data:
+                got = node.applied_record(index)
+                if got is None or got[1] != term or got[3] != data:
                     self.fail(
-                        f"acknowledged proposal {data!r} at {index}@{term} lost on node {node.id}: {rec}"
+                        f"acknowledged proposal {data!r} at {index}@{term} lost on node {node.id}: {got}"
                     )
 
 
@@ -585,6 +584,7 @@ class Sim:
         self.queue: list[tuple[int, int, tuple[Any, ...]]] = []
         self._seq = itertools.count()
         self.cut: set[tuple[int, int]] = set()
+        self._link_clock: dict[tuple[int, int], int] = {}
         self.nodes: dict[int, SimNode] = {}
         self.trace: deque[tuple[Any, ...]] = deque(maxlen=400)
         self.stats: Counter[str] = Counter()
@@ -722,6 +722,14 @@ class Sim:
                 best = n
         return best
 
+    def steady_leader(self, ticks: int = 10) -> SimNode:
+        """Wait for a first leader, let the cluster run ``ticks`` more, return the leader."""
+        self.run_until(lambda: self.leader() is not None, 100, "first leader")
+        self.run_ticks(ticks)
+        ld = self.leader()
+        assert ld is not None, f"no leader (seed {self.seed})\n{self.describe()}"
+        return ld
+
     def live_members(self) -> list[SimNode]:
         ld = self.leader()
         if ld is None:
@@ -780,7 +788,11 @@ class Sim:
         copies = 2 if self.net.dup and self.rng.random() < self.net.dup else 1
         for copy in range(copies):
             ev = ("msg", src.id, src.incarnation, dst.incarnation, _copy_msg(m), payload, copy == 0)
-            self._push(self.now + self._delay(), ev)
+            at = self.now + self._delay()
+            if self.net.fifo:
+                at = max(at, self._link_clock.get(link, 0))
+                self._link_clock[link] = at
+            self._push(at, ev)
 
     def _dropped(self, src: SimNode, m: Message, why: str) -> None:
         self.stats["dropped"] += 1
@@ -834,6 +846,12 @@ class Sim:
                     node.inflight = None
                     self._handle_ready(node, node.raft, rd)
                     self.dirty.add(node_id)
+            elif kind == "no_replica":
+                _, sender, inc, to = ev
+                node = self.nodes[sender]
+                if node.raft is not None and node.incarnation == inc:
+                    node.raft.request_snapshot(to)
+                    self.dirty.add(sender)
             elif kind == "unreachable":
                 _, sender, inc, to = ev
                 node = self.nodes[sender]
@@ -870,6 +888,11 @@ class Sim:
         )
         if self.on_message is not None:
             self.on_message(m.to, m)
+        log = dst.r.log
+        if m.type in (MessageType.APPEND, MessageType.HEARTBEAT) and log.snap_index == 0 and not log.entries:
+            # Like the host, which answers "no replica here" and has the leader send a snapshot
+            # (the answer travels like any message: late, sometimes very late).
+            self._push(self.now + self._delay(), ("no_replica", src_id, src_inc, m.to))
         dst.r.step(m)
         self.checker.after_call(dst)
         self.dirty.add(dst.id)
@@ -1013,9 +1036,10 @@ class Sim:
             self.fail(f"node {node.id}: applies {e.index}@{e.term} that is not what it persisted")
         if e.kind == EntryKind.CONF_CHANGE:
             cc = ConfChange.decode(e.data)
-            # The runtime keeps its own membership, derived from the log like the rest of its
-            # state; the checker compares it with the core's (``Checker.full_check``).
-            sm.conf = apply_conf_change(sm.conf, cc)
+            # The runtime keeps its own membership, derived from what it applies like the rest
+            # of its state (with the shared rule, as the storage state machine does); the
+            # checker compares it with the core's (``Checker.full_check``).
+            sm.conf = sm.conf.changed(cc)
             r.apply_conf_change(cc)
             self.event("conf", node.id, e.index, cc.kind.name, cc.node, sm.conf.to_lists())
             if cc.kind == ConfChangeKind.REMOVE:
@@ -1138,7 +1162,7 @@ class Sim:
     # -- healing and liveness -------------------------------------------------------------------------
 
     def quiesce_faults(self) -> None:
-        self.net = Net(max_delay=self.net.max_delay if self.net.max_delay <= 12 else 12)
+        self.net = Net(max_delay=min(self.net.max_delay, 12), fifo=self.net.fifo)
         self.heal()
         self.opts.crash_in_ready = 0.0
         self.client_rate = 0.0
@@ -1147,11 +1171,15 @@ class Sim:
             if not node.alive and not node.decommissioned:
                 self.restart(node.id)
 
-    def check_liveness(self, ticks: int = 300) -> int:
+    def check_liveness(self, ticks: int | None = None) -> int:
         """With faults stopped: a leader appears and a new proposal commits on all live members.
 
-        Returns the ticks it took; raises ``LivenessFailure`` beyond ``ticks``.
+        Returns the ticks it took; raises ``LivenessFailure`` beyond ``ticks`` (by default 30
+        election timeouts: without pre-vote, a voter that cannot win keeps bumping the term,
+        and two voters can duel for a dozen timeouts; with pre-vote it is a few).
         """
+        if ticks is None:
+            ticks = 30 * self.opts.election_tick
         self.quiesce_faults()
         start = self.now
         deadline = self.now + ticks * TICK
@@ -1182,7 +1210,7 @@ class Sim:
             f"(seed {self.seed}, placed={placed})\n{self.describe()}"
         )
 
-    def finish(self, ticks: int = 300) -> int:
+    def finish(self, ticks: int | None = None) -> int:
         took = self.check_liveness(ticks)
         self.run_ticks(5)
         self.checker.final_check()
@@ -1232,6 +1260,7 @@ def random_fault(sim: Sim, crash: bool = True) -> str:
             dup=rng.choice((0.0, 0.05, 0.2)),
             max_delay=rng.choice((3, 12, 25)),
             spike=rng.choice((0.0, 0.02, 0.1)),
+            fifo=rng.random() < 0.3,
         )
         return f"net {sim.net}"
     if crash and roll < 0.82:
@@ -1241,6 +1270,14 @@ def random_fault(sim: Sim, crash: bool = True) -> str:
             victim = ld if ld is not None and rng.random() < 0.4 else rng.choice(alive)
             sim.crash(victim.id)
             return f"crash {victim.id}"
+    if roll < 0.88:
+        ld = sim.leader()
+        if ld is not None and len(ld.r.progress) > 1:
+            # A stale "no replica here" report reaching the leader long after the fact.
+            to = rng.choice(sorted(set(ld.r.progress) - {ld.id}))
+            ld.r.request_snapshot(to)
+            sim.dirty.add(ld.id)
+            return f"request_snapshot {ld.id} -> {to}"
     if roll < 0.95:
         down = [n for n in sim.nodes.values() if not n.alive and not n.decommissioned]
         if down:

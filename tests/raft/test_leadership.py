@@ -8,44 +8,56 @@ import pytest
 
 from kvcluster.raft import ProposalDropped, Role
 
-from .sim import Options, Sim, SimNode, random_fault, replay, seeds
-
-
-def _steady_leader(sim: Sim, ticks: int = 10) -> SimNode:
-    sim.run_until(lambda: sim.leader() is not None, 100, "first leader")
-    sim.run_ticks(ticks)
-    ld = sim.leader()
-    assert ld is not None
-    return ld
-
+from .sim import Net, Options, Sim, random_fault, random_options, replay, seeds
 
 # ---- leadership transfer -----------------------------------------------------------------------
 
 
 def run_transfer(seed: int, lagging: bool) -> Sim:
     pick = random.Random(f"transfer-{seed}")
-    opts = Options(voters=pick.choice((3, 5)), compact_prob=pick.choice((0.0, 0.2)), skew=False)
-    sim = Sim(seed, opts)
+    opts = Options(
+        voters=pick.choice((3, 5)),
+        compact_prob=pick.choice((0.0, 0.2)),
+        ready_delay=pick.choice((0, 4)),
+        skew=False,
+    )
+    # Links keep their order here (as TCP does): over a reordering network, pipelined appends
+    # overtaking each other are rejected and catch-up can take longer than the transfer may.
+    sim = Sim(seed, opts, Net(fifo=True))
     sim.client_rate = 0.1
-    ld = _steady_leader(sim)
+    ld = sim.steady_leader()
     target = sim.nodes[pick.choice(sorted(ld.r.conf.voters - {ld.id}))]
     if lagging:
         # The target misses a stretch of the log while the others keep committing.
         sim.cut.add((ld.id, target.id))
+        for _ in range(pick.randint(5, 25)):
+            sim.propose(ld)
         sim.run_ticks(pick.randint(3, 8))
         sim.heal()
         assert target.r.log.last_index() < ld.r.log.last_index(), "target should lag behind"
     sim.client_rate = 0.0
     old_term = ld.r.term
-    ld.r.transfer_leadership(target.id)
-    sim.checker.after_call(ld)
-    sim.dirty.add(ld.id)
-    with pytest.raises(ProposalDropped):
-        ld.r.propose(b"during transfer")
-    sim.process()
-    took = sim.run_until(
-        lambda: target.r.role == Role.LEADER, opts.election_tick, "transfer target becomes leader"
-    )
+    attempts = 0
+
+    def transferred() -> bool:
+        nonlocal attempts
+        if target.r.role == Role.LEADER:
+            return True
+        if ld.r.role == Role.LEADER and ld.r.transferee == 0:
+            # Not started yet, or abandoned after an election timeout because the target
+            # could not catch up in time (as an operator's tool would, try again).
+            attempts += 1
+            ld.r.transfer_leadership(target.id)
+            sim.checker.after_call(ld)
+            sim.dirty.add(ld.id)
+            with pytest.raises(ProposalDropped):
+                ld.r.propose(b"during transfer")
+        return False
+
+    # The leader sends TIMEOUT_NOW within its election timeout (or abandons the transfer);
+    # the target's election then takes about a round trip.
+    took = sim.run_until(transferred, 3 * (opts.election_tick + 3), "transfer target becomes leader")
+    assert attempts <= (1 if not lagging else 3), attempts
     assert target.r.term == old_term + 1, "a transfer is a single election at the next term"
     assert sim.propose(target) is not None
     sim.event("transfer took", took)
@@ -54,13 +66,13 @@ def run_transfer(seed: int, lagging: bool) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(20, salt=5))
+@pytest.mark.parametrize("seed", seeds(60, salt=5))
 def test_transfer_to_up_to_date_follower(seed: int) -> None:
     with replay(seed, "test_transfer_to_up_to_date_follower"):
         run_transfer(seed, lagging=False)
 
 
-@pytest.mark.parametrize("seed", seeds(20, salt=6))
+@pytest.mark.parametrize("seed", seeds(60, salt=6))
 def test_transfer_to_lagging_follower(seed: int) -> None:
     with replay(seed, "test_transfer_to_lagging_follower"):
         run_transfer(seed, lagging=True)
@@ -72,7 +84,7 @@ def run_transfer_abandoned(seed: int) -> Sim:
     opts = Options(voters=3, skew=False)
     sim = Sim(seed, opts)
     sim.client_rate = 0.05
-    ld = _steady_leader(sim)
+    ld = sim.steady_leader()
     target = next(n for n in sorted(ld.r.conf.voters) if n != ld.id)
     sim.isolate(target)
     term = ld.r.term
@@ -87,7 +99,7 @@ def run_transfer_abandoned(seed: int) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(10, salt=7))
+@pytest.mark.parametrize("seed", seeds(20, salt=7))
 def test_transfer_abandoned(seed: int) -> None:
     with replay(seed, "test_transfer_abandoned"):
         run_transfer_abandoned(seed)
@@ -95,7 +107,7 @@ def test_transfer_abandoned(seed: int) -> None:
 
 def run_transfers_under_faults(seed: int, epochs: int = 12) -> Sim:
     pick = random.Random(f"transfer-faults-{seed}")
-    sim = Sim(seed, Options(voters=pick.choice((3, 5)), compact_prob=0.1, crash_in_ready=0.01))
+    sim = Sim(seed, random_options(pick))
     sim.client_rate = 0.05
     sim.read_rate = 0.01
     sim.run_ticks(20)
@@ -117,7 +129,7 @@ def run_transfers_under_faults(seed: int, epochs: int = 12) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(25, salt=8))
+@pytest.mark.parametrize("seed", seeds(150, salt=8))
 def test_transfers_under_faults(seed: int) -> None:
     with replay(seed, "test_transfers_under_faults"):
         run_transfers_under_faults(seed)
@@ -131,10 +143,10 @@ def run_check_quorum(seed: int) -> Sim:
     ticks (the check runs once per election timeout and the window in which the
     isolation starts may still count earlier activity), while the rest elect a new one."""
     pick = random.Random(f"cq-{seed}")
-    opts = Options(voters=pick.choice((3, 5)), check_quorum=True, skew=False)
+    opts = Options(voters=pick.choice((3, 5)), check_quorum=True, skew=False, ready_delay=pick.choice((0, 4)))
     sim = Sim(seed, opts)
     sim.client_rate = 0.05
-    ld = _steady_leader(sim, ticks=pick.randint(5, 20))
+    ld = sim.steady_leader(ticks=pick.randint(5, 20))
     sim.isolate(ld.id)
     took = sim.run_until(
         lambda: ld.r.role != Role.LEADER, 2 * opts.election_tick + 1, "isolated leader steps down"
@@ -149,7 +161,7 @@ def run_check_quorum(seed: int) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(20, salt=9))
+@pytest.mark.parametrize("seed", seeds(60, salt=9))
 def test_check_quorum_isolated_leader_steps_down(seed: int) -> None:
     with replay(seed, "test_check_quorum_isolated_leader_steps_down"):
         run_check_quorum(seed)
@@ -162,10 +174,12 @@ def run_pre_vote_rejoin(seed: int, pre_vote: bool = True) -> tuple[int, int]:
     """A follower cut off for many election timeouts rejoins. With pre-vote it never
     bumped its term, so the leader keeps its term; returns (term before, term after)."""
     pick = random.Random(f"prevote-{seed}")
-    opts = Options(voters=pick.choice((3, 5)), pre_vote=pre_vote, check_quorum=True)
+    opts = Options(
+        voters=pick.choice((3, 5)), pre_vote=pre_vote, check_quorum=True, ready_delay=pick.choice((0, 4))
+    )
     sim = Sim(seed, opts)
     sim.client_rate = 0.05
-    ld = _steady_leader(sim)
+    ld = sim.steady_leader()
     sim.client_rate = 0.0
     sim.run_ticks(5)
     x = sim.nodes[pick.choice(sorted(ld.r.conf.voters - {ld.id}))]
@@ -185,7 +199,7 @@ def run_pre_vote_rejoin(seed: int, pre_vote: bool = True) -> tuple[int, int]:
     return term, after
 
 
-@pytest.mark.parametrize("seed", seeds(20, salt=10))
+@pytest.mark.parametrize("seed", seeds(50, salt=10))
 def test_pre_vote_rejoining_node_does_not_disrupt(seed: int) -> None:
     with replay(seed, "test_pre_vote_rejoining_node_does_not_disrupt"):
         run_pre_vote_rejoin(seed, pre_vote=True)

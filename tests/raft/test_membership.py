@@ -21,7 +21,7 @@ from .sim import (
 )
 
 
-def run_membership_under_faults(seed: int, epochs: int = 14) -> Sim:
+def run_membership_under_faults(seed: int, epochs: int = 20) -> Sim:
     pick = random.Random(f"membership-{seed}")
     opts = random_options(pick, voters=pick.choice((3, 4, 5)))
     min_voters = pick.choice((1, 3, 3))
@@ -40,7 +40,7 @@ def run_membership_under_faults(seed: int, epochs: int = 14) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(50, salt=2))
+@pytest.mark.parametrize("seed", seeds(200, salt=2))
 def test_membership_under_faults(seed: int) -> None:
     with replay(seed, "test_membership_under_faults"):
         run_membership_under_faults(seed)
@@ -103,7 +103,7 @@ def run_add_catch_up_promote_remove(seed: int) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(15, salt=3))
+@pytest.mark.parametrize("seed", seeds(40, salt=3))
 def test_add_catch_up_promote_remove(seed: int) -> None:
     with replay(seed, "test_add_catch_up_promote_remove"):
         run_add_catch_up_promote_remove(seed)
@@ -142,7 +142,7 @@ def run_removed_node_stops_counting(seed: int) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(10, salt=4))
+@pytest.mark.parametrize("seed", seeds(20, salt=4))
 def test_removed_node_stops_counting(seed: int) -> None:
     with replay(seed, "test_removed_node_stops_counting"):
         run_removed_node_stops_counting(seed)

@@ -11,7 +11,7 @@ import pytest
 from .sim import Sim, random_fault, random_options, replay, seeds
 
 
-def run_random_faults(seed: int, epochs: int = 12) -> Sim:
+def run_random_faults(seed: int, epochs: int = 20) -> Sim:
     opts = random_options(random.Random(f"opts-{seed}"))
     sim = Sim(seed, opts)
     sim.client_rate = 0.05
@@ -24,7 +24,7 @@ def run_random_faults(seed: int, epochs: int = 12) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(60, salt=1))
+@pytest.mark.parametrize("seed", seeds(500, salt=1))
 def test_random_faults(seed: int) -> None:
     with replay(seed, "test_random_faults"):
         run_random_faults(seed)

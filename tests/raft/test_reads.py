@@ -15,7 +15,7 @@ import pytest
 
 from kvcluster.raft import Role
 
-from .sim import Options, Sim, random_fault, replay, seeds
+from .sim import Options, Sim, random_fault, random_options, replay, seeds
 
 
 def run_deposed_leader_reads(seed: int) -> Sim:
@@ -23,7 +23,7 @@ def run_deposed_leader_reads(seed: int) -> Sim:
     voters = pick.choice((3, 5))
     # Without check-quorum the deposed leader keeps believing it leads for as long as
     # the partition lasts, which is the hardest case for ReadIndex.
-    opts = Options(voters=voters, check_quorum=pick.random() < 0.3)
+    opts = Options(voters=voters, check_quorum=pick.random() < 0.3, ready_delay=pick.choice((0, 4, 15)))
     sim = Sim(seed, opts)
     sim.client_rate = 0.1
     sim.read_rate = 0.05
@@ -72,7 +72,7 @@ def run_deposed_leader_reads(seed: int) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(25, salt=12))
+@pytest.mark.parametrize("seed", seeds(60, salt=12))
 def test_deposed_leader_never_serves_stale_read(seed: int) -> None:
     with replay(seed, "test_deposed_leader_never_serves_stale_read"):
         run_deposed_leader_reads(seed)
@@ -80,15 +80,7 @@ def test_deposed_leader_never_serves_stale_read(seed: int) -> None:
 
 def run_reads_under_faults(seed: int, epochs: int = 12) -> Sim:
     pick = random.Random(f"reads-faults-{seed}")
-    sim = Sim(
-        seed,
-        Options(
-            voters=pick.choice((3, 5)),
-            check_quorum=pick.random() < 0.5,
-            compact_prob=0.1,
-            crash_in_ready=0.01,
-        ),
-    )
+    sim = Sim(seed, random_options(pick, check_quorum=pick.random() < 0.5))
     sim.client_rate = 0.08
     sim.read_rate = 0.08
     sim.run_ticks(20)
@@ -99,7 +91,7 @@ def run_reads_under_faults(seed: int, epochs: int = 12) -> Sim:
     return sim
 
 
-@pytest.mark.parametrize("seed", seeds(30, salt=13))
+@pytest.mark.parametrize("seed", seeds(150, salt=13))
 def test_reads_under_faults(seed: int) -> None:
     with replay(seed, "test_reads_under_faults"):
         run_reads_under_faults(seed)

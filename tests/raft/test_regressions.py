@@ -12,6 +12,19 @@ below (every seed failed before the fix, e.g. ``RAFT_SIM_SEED=20000060`` of
 ``test_conf_change_not_reapplied_over_snapshot``, with the checker's "core
 membership differs from the one applied" invariant); the random scenarios with
 ``ready_delay`` did not hit the window in several thousand seeds.
+
+Snapshot acknowledged beyond the commit index (``RaftNode._handle_snapshot``).
+A follower that did not restore a snapshot (its index was at or below the
+follower's commit, or matched its log) acknowledged its *last* index. Entries
+past its commit index may be a divergent tail from an older term, which the
+leader then counted as replicated: it committed its own, different entries at
+those indices without a real majority (and, with the match beyond its own log,
+stopped repairing the follower). Since ``request_snapshot`` (a leader sends a
+snapshot on a "no replica here" report, which can arrive late) this is
+reachable: found by the directed simulation
+``test_snapshot_ack_does_not_cover_divergent_tail`` (7 of its 10 seeds failed
+before the fix, e.g. ``RAFT_SIM_SEED=21000064``: "two different entries
+committed at 14"). The follower now acknowledges its commit index, as etcd does.
 """
 
 from __future__ import annotations
@@ -143,3 +156,68 @@ def test_conf_change_race_scenario_hits_the_window() -> None:
     """Keeps the scenario above honest: most seeds do reach the race."""
     hits = sum(run_conf_change_across_restore(s) for s in range(20 * 1_000_003, 20 * 1_000_003 + 10))
     assert hits >= 8, hits
+
+
+def test_snapshot_at_or_below_commit_acknowledges_the_commit_index() -> None:
+    conf = ConfState.of([1, 2, 3])
+    # Entries 6..10 are committed; 11..15 are an uncommitted tail from term 6.
+    entries = [Entry(5, i) for i in range(6, 11)] + [Entry(6, i, data=b"old") for i in range(11, 16)]
+    f = RaftNode(
+        Config(2), random.Random(0), conf, hard_state=HardState(7, 1, 10), log=RaftLog(5, 5, entries)
+    )
+    f.step(Message(MessageType.SNAPSHOT, 2, 1, 7, snapshot=SnapshotMeta(10, 5, conf)))
+    acks = [m for m in f.ready().messages if m.type == MessageType.APPEND_RESPONSE]
+    assert [(m.index, m.reject) for m in acks] == [(10, False)]
+    # The same when the snapshot's index matches the log and just moves the commit index.
+    f.step(Message(MessageType.SNAPSHOT, 2, 1, 7, snapshot=SnapshotMeta(12, 6, conf)))
+    acks = [m for m in f.ready().messages if m.type == MessageType.APPEND_RESPONSE]
+    assert [(m.index, m.reject) for m in acks] == [(12, False)]
+    assert f.log.last_index() == 15  # the tail is still there for the leader to repair
+
+
+def run_snapshot_ack_with_divergent_tail(seed: int) -> Sim:
+    """Five voters. Leader A appends a tail that only B receives (B's acks are lost), then
+    crashes; C, D or E becomes leader (L2) while B is cut off. Right after, before L2
+    commits anything of its own, a stale "no replica here" report from B makes L2 send B
+    a snapshot at L2's applied index, which is B's commit index."""
+    sim = Sim(seed, Options(voters=5, skew=False), Net(fifo=True))
+    sim.client_rate = 0.1
+    sim.run_until(lambda: sim.leader() is not None, 100, "first leader")
+    sim.run_ticks(10)
+    sim.client_rate = 0.0
+    sim.run_ticks(5)
+    a = sim.leader()
+    assert a is not None
+    b, *rest = (sim.nodes[n] for n in sorted(set(sim.nodes) - {a.id}))
+    committed = a.r.log.committed
+    assert b.r.log.committed == committed
+    for n in rest:
+        sim.cut |= {(a.id, n.id), (n.id, a.id)}
+    sim.cut.add((b.id, a.id))
+    for _ in range(12):
+        sim.propose(a)
+    sim.run_ticks(3)
+    assert b.r.log.last_index() > committed == b.r.log.committed
+    sim.crash(a.id)
+    sim.heal()
+    sim.isolate(b.id)
+    sim.run_until(lambda: (ld := sim.leader()) is not None and ld in rest, 100, "new leader")
+    l2 = sim.leader()
+    assert l2 is not None and l2.r.log.applied <= b.r.log.committed
+    sim.heal()
+    sim.cut.add((l2.id, next(n.id for n in rest if n is not l2)))  # one fewer acknowledgement
+    l2.r.request_snapshot(b.id)
+    sim.dirty.add(l2.id)
+    sim.process()
+    sim.run_ticks(3)
+    sim.heal()
+    sim.restart(a.id)
+    sim.run_ticks(20)
+    sim.finish()
+    return sim
+
+
+@pytest.mark.parametrize("seed", seeds(10, salt=21))
+def test_snapshot_ack_does_not_cover_divergent_tail(seed: int) -> None:
+    with replay(seed, "test_snapshot_ack_does_not_cover_divergent_tail"):
+        run_snapshot_ack_with_divergent_tail(seed)

@@ -137,6 +137,15 @@ class RaftCluster(RuleBasedStateMachine):
         self.sim.dirty.add(ld.id)
         self.sim.process()
 
+    @rule(data=st.data())
+    def stale_no_replica_report(self, data: st.DataObject) -> None:
+        ld = self.sim.leader()
+        if ld is None or len(ld.r.progress) < 2:
+            return
+        ld.r.request_snapshot(data.draw(st.sampled_from(sorted(set(ld.r.progress) - {ld.id}))))
+        self.sim.dirty.add(ld.id)
+        self.sim.process()
+
     @invariant()
     def safety(self) -> None:
         if hasattr(self, "sim"):
@@ -150,10 +159,10 @@ class RaftCluster(RuleBasedStateMachine):
             self.sim.finish()
 
 
-_examples = int(os.environ.get("RAFT_HYPOTHESIS_EXAMPLES", "25"))
+_examples = int(os.environ.get("RAFT_HYPOTHESIS_EXAMPLES", "100"))
 RaftCluster.TestCase.settings = settings(
     max_examples=_examples,
-    stateful_step_count=30,
+    stateful_step_count=40,
     deadline=None,
     derandomize=True,
     database=None,

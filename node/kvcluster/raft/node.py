@@ -495,8 +495,11 @@ class RaftNode:
         else:
             self.log.restore(snap)
             self._set_conf(snap.conf)
+        # Acknowledge only what is known to match the leader: the commit index (the snapshot's
+        # index after a restore). Entries past it may be a divergent tail of an older term,
+        # which the leader would otherwise count as replicated (etcd answers the same).
         self._send(
-            Message(MessageType.APPEND_RESPONSE, m.sender, self.id, self.term, index=self.log.last_index())
+            Message(MessageType.APPEND_RESPONSE, m.sender, self.id, self.term, index=self.log.committed)
         )
 
     # ---- roles ---------------------------------------------------------------------------------
