@@ -201,7 +201,7 @@ async def test_cluster_view_metrics_and_readiness(cluster: LocalCluster) -> None
         ):
             assert name in text
         async with s.get(f"{n1}/readyz") as resp:
-            assert resp.status == 200 and (await resp.json())["replicas"] == 4
+            assert resp.status == 200 and (await resp.json())["replicas"] == 5  # 4 data partitions + meta
 
 
 async def test_bearer_token_and_peer_secret(make_cluster: ClusterFactory, tmp_path: object) -> None:
@@ -270,6 +270,6 @@ def test_data_lands_in_sqlite_wal(cluster: LocalCluster) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"raft_log", "replica", "kv", "node"} <= tables
         descriptors = [json.loads(d) for (d,) in conn.execute("SELECT descriptor FROM replica")]
-        assert sorted(d["id"] for d in descriptors) == [1, 2, 3, 4]
+        assert sorted(d["id"] for d in descriptors) == [0, 1, 2, 3, 4]  # 0: the meta group
     finally:
         conn.close()

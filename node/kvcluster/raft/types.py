@@ -174,6 +174,11 @@ class Ready:
     2. send ``messages``;
     3. apply ``committed_entries`` and serve ``read_states``;
     4. call ``RaftNode.advance(ready)``.
+
+    While the runtime carries a Ready out (say, awaiting its disk write) it may
+    go on stepping messages, ticking and proposing; what that produces goes
+    into the next Ready. Everything handed out here stays valid: entries
+    overwritten meanwhile are simply not marked stable by ``advance``.
     """
 
     soft_state: SoftState | None = None

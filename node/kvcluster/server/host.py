@@ -213,8 +213,11 @@ class RaftHost:
             raise ValueError("snapshot message without metadata")
         r = self.replicas.get(partition)
         if r is not None and not r.removed:
-            r.incoming_snapshot = (m.snapshot, data)
             r.core.step(m)
+            if r.core.log.pending_snapshot == m.snapshot:
+                # Raft took it (it restores on the spot): keep the data for the next storage batch.
+                # A snapshot it ignored (at or below what it has) must not replace data still pending.
+                r.incoming_snapshot = (m.snapshot, data)
             self.wake()
             return
         desc = snapshot_descriptor(data)
