@@ -106,3 +106,10 @@ class AdminClient:
         """``POST /v1/admin/nodes/{id}/drain``: move the node's replicas and leaderships away."""
         _, data = await self._call("POST", f"/v1/admin/nodes/{node_id}/drain")
         return str((data or {}).get("job", ""))
+
+    async def forget(self, node_id: int) -> None:
+        """``POST /v1/admin/nodes/{id}/forget``: drop a node that holds nothing from the member list.
+
+        AdminError(409) while it still holds a replica.
+        """
+        await self._call("POST", f"/v1/admin/nodes/{node_id}/forget")

@@ -467,6 +467,17 @@ class Operator:
                     st.EventSpec("Normal", "DrainRequested", f"node {node_id} ({ref.pod_name(node_id)})")
                 )
 
+        forgotten: list[str] = []
+        for node_id in plan.forget:
+            try:
+                await admin.forget(node_id)
+            except (AdminError, AdminUnavailable) as exc:
+                logger.info(f"node {node_id} not removed from the member list yet: {exc}")
+            else:
+                forgotten.append(str(node_id))
+        if forgotten:
+            events.append(st.EventSpec("Normal", "NodesRemoved", "left the cluster: " + ", ".join(forgotten)))
+
     async def _grow_claims(
         self, ref: ClusterRef, spec: ClusterSpec, sts_body: Body, pods: int, events: list[st.EventSpec]
     ) -> None:

@@ -23,7 +23,9 @@ A layout change (nodes, partitions, replicas) is a *reshape*, recorded in
     check that every node being removed reports ``drained`` (holds no replica
     and no leadership); ask for an explicit drain if one does not;
 ``ShrinkNodes``
-    only now scale the StatefulSet down and wait for the pods to go.
+    only now scale the StatefulSet down and wait for the pods to go; then
+    remove the nodes from the cluster's member list (``forget``). Not
+    earlier: a node that still runs registers itself again.
 
 The StatefulSet never shrinks anywhere else, whatever the spec says: pods
 above the target may hold data until the Drain phase has proven otherwise.
@@ -206,6 +208,8 @@ class Plan:
     pdb_replicas: int = 1
     start_reshape: Layout | None = None
     drain: list[int] = field(default_factory=list)
+    forget: list[int] = field(default_factory=list)
+    """Removed nodes to drop from the cluster's member list (their pods are gone)."""
     status: dict[str, Any] = field(default_factory=dict)
     """A merge patch for ``.status`` (None values delete keys)."""
     events: list[st.EventSpec] = field(default_factory=list)
@@ -229,10 +233,11 @@ def admin_needs(status: Mapping[str, Any], sts: StsView | None) -> Needs:
     reshape = status.get("reshape") or {}
     phase = reshape.get("phase")
     nodes: tuple[int, ...] = ()
-    if phase in ("GrowNodes", "Drain"):
+    if phase in ("GrowNodes", "Drain", "ShrinkNodes"):
         frm = Layout.from_dict(reshape["from"])
         tgt = Layout.from_dict(reshape["target"])
-        # Growing: the new nodes must have joined; draining: the old ones must hold nothing.
+        # Growing: the new nodes must have joined; draining: the old ones must hold nothing;
+        # shrinking: the removed ones must have left the member list.
         members = int(reshape.get("members", frm.nodes))
         ids = (
             range(members + 1, tgt.nodes + 1) if phase == "GrowNodes" else range(tgt.nodes + 1, frm.nodes + 1)
@@ -491,8 +496,16 @@ def _decide_reshape(
     if phase == "ShrinkNodes":
         plan.sts_replicas = tgt.nodes
         if sts is not None and sts.spec_replicas == tgt.nodes and sts.status_replicas <= tgt.nodes:
-            return _complete(plan, obs, reshape, tgt, operation_problem)
-        progress_msg = f"removing {frm.nodes - tgt.nodes} drained nodes"
+            # The pods are gone; the cluster still lists their nodes as members
+            # (each one is reported unreachable and contacted by every status
+            # call) until they are forgotten.
+            leaving = range(tgt.nodes + 1, frm.nodes + 1)
+            plan.forget = [i for i in leaving if (v := obs.nodes.get(i)) is not None and v.known]
+            if not plan.forget and obs.admin_error is None:
+                return _complete(plan, obs, reshape, tgt, operation_problem)
+            progress_msg = "removing nodes " + ", ".join(map(str, leaving)) + " from the member list"
+        else:
+            progress_msg = f"removing {frm.nodes - tgt.nodes} drained nodes"
 
     if phase != reshape["phase"]:
         plan.phase_changed = True
