@@ -52,14 +52,8 @@ from kvoperator.resources import ADMIN_URL_ANNOTATION
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(290)]
 
-KNOWN_NODE_BUGS = {
-    "UNIQUE constraint failed: replica.partition": (
-        "duplicate snapshot create: a node acknowledges a snapshot for a new replica before the"
-        " replica is written; the leader's next heartbeat finds no replica and sends the snapshot"
-        " again; RaftHost.receive_snapshot misses the create already in the writer and queues a"
-        " second one; insert_replica fails and the node fail-stops (exit 70)"
-    ),
-}
+KNOWN_NODE_BUGS: dict[str, str] = {}
+"""Crash signatures of node bugs the test tolerates: none (the duplicate-snapshot crash is fixed)."""
 """Node crashes with a known cause (reported, outside this test's code to fix): the kubelet
 restarts the container, and the test still requires that nothing acknowledged is lost. Any
 other crash fails the test. Remove an entry once its bug is fixed."""

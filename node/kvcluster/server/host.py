@@ -96,6 +96,8 @@ class RaftHost:
         self.fatal: BaseException | None = None
         self._wake = asyncio.Event()
         self._pending_create: list[tuple[NewReplica, Message]] = []
+        self._creating: set[int] = set()
+        """Partitions whose creation from a snapshot is queued or being written: already "here"."""
         self._pending_destroy: list[tuple[int, int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
@@ -185,7 +187,7 @@ class RaftHost:
         for partition, m in frame.messages:
             r = self.replicas.get(partition)
             if r is None or r.removed:
-                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT):
+                if m.type in (MessageType.APPEND, MessageType.HEARTBEAT) and partition not in self._creating:
                     # Also for a tombstoned id: the replica may have been added back since. The
                     # snapshot that follows is only accepted if its epoch is newer than the tombstone.
                     self.links.send_unknown(frame.sender, partition)
@@ -229,13 +231,14 @@ class RaftHost:
             o.state.descriptor.range.overlaps(desc.range) for o in self.replicas.values() if not o.removed
         ):
             raise RoutingSignal("an older local replica still owns part of the range")
-        if any(n.state.partition == partition for n, _ in self._pending_create):
-            return
+        if partition in self._creating:
+            return  # a resend of the snapshot we are already installing
         state = AppliedState(partition, desc, applied_index=m.snapshot.index, applied_term=m.snapshot.term)
         new = NewReplica(
             state, term=m.term, snap_index=m.snapshot.index, snap_term=m.snapshot.term, snapshot=data
         )
         self._pending_create.append((new, m))
+        self._creating.add(partition)
         self.wake()
 
     # ---- the loop ----------------------------------------------------------------------------------
@@ -301,6 +304,7 @@ class RaftHost:
             if gone is not None:
                 gone.fail_all(ReplicaGone(f"partition {partition} left this node"))
         for new, m in creates:
+            self._creating.discard(new.state.partition)
             self._start_from_snapshot(new, m, result.installed.get(new.state.partition))
 
         lead_children: set[int] = set()
