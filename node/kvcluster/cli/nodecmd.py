@@ -74,6 +74,13 @@ def read_secret(path: str | None, value: str | None) -> str | None:
 @click.option("--election-ticks", type=click.IntRange(3, 1000), default=10, show_default=True)
 @click.option("--request-timeout", type=float, default=5.0, show_default=True)
 @click.option("--snapshot-entries", type=click.IntRange(10), default=10_000, show_default=True)
+@click.option(
+    "--balance-interval",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between leadership rebalancing rounds when no reshape runs (0: off).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def node_command(
     node_id: int | None,
@@ -97,6 +104,7 @@ def node_command(
     election_ticks: int,
     request_timeout: float,
     snapshot_entries: int,
+    balance_interval: float,
     log_level: str,
 ) -> None:
     """Run one storage node in the foreground until SIGTERM or Ctrl-C.
@@ -137,6 +145,7 @@ def node_command(
         election_ticks=election_ticks,
         request_timeout_s=request_timeout,
         snapshot_entries=snapshot_entries,
+        balance_interval_s=balance_interval,
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
     )
     code = asyncio.run(serve(cfg))

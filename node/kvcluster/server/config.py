@@ -32,6 +32,8 @@ class NodeConfig:
     request_timeout_s: float = 5.0
     snapshot_entries: int = 10_000
     """Compact a partition's log once this many applied entries sit behind its snapshot point."""
+    balance_interval_s: float = 30.0
+    """How often the meta leader evens out leaderships when no reshape runs (0: never)."""
     snapshot_keep: int = 1_000
     """Entries kept after compaction for followers that are only slightly behind."""
 

@@ -67,6 +67,8 @@ class Reshaper:
         self.local_status = local_status
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        self.balance_interval_s = cfg.balance_interval_s
+        self._next_balance = time.monotonic() + self.balance_interval_s
         self.step_log: list[dict[str, Any]] = []
         """Steps this node carried out, with durations (for the closing figures and debugging)."""
 
@@ -167,14 +169,51 @@ class Reshaper:
                 continue
             state = self.host.meta_state() or {}
             job = state.get("job")
-            if not job or job.get("state") != "running":
-                continue
             try:
-                await self._run(job["id"])
+                if job and job.get("state") == "running":
+                    await self._run(job["id"])
+                elif self.balance_interval_s > 0 and time.monotonic() >= self._next_balance:
+                    self._next_balance = time.monotonic() + self.balance_interval_s
+                    await self.balance_leaders(state)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("reshape runner paused: %r", exc)
+
+    async def balance_leaders(self, state: dict[str, Any]) -> int:
+        """Spread leaderships again when the cluster is otherwise at rest; returns transfers made.
+
+        Restarts and failovers leave leaderships piled on the nodes that stayed
+        up; a leader does all the work of its partition, so an uneven spread
+        is an uneven load. Only leadership moves here (cheap, no data copied);
+        replicas move only in a reshape someone asked for. Nothing happens
+        while any node is unreachable: a transfer to it would just time out.
+        """
+        pmap = PartitionMap.from_dict(state["map"])
+        members = sorted({n for d in pmap.partitions.values() for n in d.voters})
+        if not members or not pmap.partitions:
+            return 0
+        status = await self.status(sorted(pmap.nodes))
+        if any(n in status.errors for n in members):
+            return 0
+        replicas = max(len(d.voters) for d in pmap.partitions.values())
+        try:
+            steps = plan(pmap, status.leaders(), Target.of(members, len(pmap.partitions), replicas))
+        except Refusal:
+            return 0
+        if not steps or not all(isinstance(step, TransferLeader) for step in steps):
+            return 0  # the layout itself is off target: that is a reshape's business, not ours
+        done = 0
+        for step in steps:
+            try:
+                await self.execute(step, pmap, status)
+                done += 1
+            except (StepFailed, RoutingSignal, ApiError) as exc:
+                log.info("leader balancing stopped at %s: %s", step, exc)
+                break
+        if done:
+            log.info("rebalanced %d leaderships", done)
+        return done
 
     async def _update(self, job_id: str, **fields: Any) -> None:
         await self.meta({"op": "update_job", "id": job_id, "fields": fields})
