@@ -9,6 +9,7 @@ from .kvcmds import KV_COMMANDS
 from .localcmd import local_command
 from .nodecmd import node_command
 from .reshapecmd import reshape_command
+from .torture import torture_command
 
 
 @click.group(context_settings={"auto_envvar_prefix": "KVCLUSTER", "help_option_names": ["-h", "--help"]})
@@ -22,6 +23,7 @@ cli.add_command(local_command)
 for _command in KV_COMMANDS:
     cli.add_command(_command)
 cli.add_command(bench_command)
+cli.add_command(torture_command)
 cli.add_command(reshape_command)
 
 

@@ -6,10 +6,18 @@ what users start. Each node is a ``python -m kvcluster node`` child process
 on 127.0.0.1 (or another loopback address) with its own data directory; the
 layout and the pids are written to ``cluster.json`` in the base directory,
 and a second run on the same directory picks the layout up again.
+
+With ``netns=True`` (root only) each node runs in its own Linux network
+namespace on ``10.77.K.<id>`` instead of loopback, so the fault injection runs
+can cut links between nodes (see ``netns.py``). Such a cluster is ephemeral:
+:meth:`LocalCluster.close` (or leaving the ``with`` block, or interpreter exit)
+deletes its namespaces; :meth:`LocalCluster.stop` only stops the processes, so
+a stop/start cycle keeps the same addresses.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -23,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .netns import Network
 
 CLUSTER_FILE = "cluster.json"
 
@@ -65,19 +75,31 @@ class LocalCluster:
     """Extra ``kvcluster node`` flags (tick length, snapshot threshold, durability, ...)."""
     env: dict[str, str] = field(default_factory=dict)
     nodes: dict[int, LocalNode] = field(default_factory=dict)
+    netns: bool = False
+    """Each node in its own network namespace (root only); the cluster owns ``network``."""
+    network: Network | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.base_dir = Path(self.base_dir)
         saved = self.base_dir / CLUSTER_FILE
+        if self.netns and self.network is None:
+            if saved.exists():
+                raise ClusterError(
+                    "a namespaced cluster cannot resume from cluster.json (its addresses are gone)"
+                )
+            self.network = Network.allocate()
+            atexit.register(self.network.destroy)
         if saved.exists():
             self._load(json.loads(saved.read_text()))
         else:
             for i in range(1, self.nodes_count + 1):
-                self._define(i, self.base_port + i - 1)
+                self._define(i, self.base_port if self.network else self.base_port + i - 1)
 
     # ---- layout -------------------------------------------------------------------------------
 
     def _define(self, node_id: int, port: int, host: str | None = None) -> LocalNode:
+        if self.network is not None and host is None:
+            host = self.network.ip(node_id)
         node = LocalNode(
             id=node_id,
             host=host or self.host,
@@ -116,6 +138,7 @@ class LocalCluster:
             "partitions": self.partitions,
             "replicas": self.replicas,
             "host": self.host,
+            "netns": self.network.router if self.network is not None else None,
             "nodes": [
                 {
                     "id": n.id,
@@ -139,7 +162,9 @@ class LocalCluster:
 
     def command(self, node: LocalNode) -> list[str]:
         peers = self.initial_peers() if node.cluster_state == "new" else self.peers()
+        enter = self.network.exec_prefix(node.id) if self.network is not None else []
         return [
+            *enter,
             sys.executable,
             "-m",
             "kvcluster",
@@ -175,6 +200,8 @@ class LocalCluster:
         if node.alive():
             return node
         node.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.network is not None:
+            self.network.add_node(node_id)
         env = {**os.environ, **self.env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         with node.log_path.open("ab") as logf:
@@ -187,7 +214,10 @@ class LocalCluster:
     def add_node(self, cluster_state: str = "existing") -> LocalNode:
         """Define and start one more node that joins the running cluster holding nothing."""
         node_id = max(self.nodes, default=0) + 1
-        port = max((n.port for n in self.nodes.values()), default=self.base_port - 1) + 1
+        if self.network is not None:
+            port = self.base_port  # every node has its own address
+        else:
+            port = max((n.port for n in self.nodes.values()), default=self.base_port - 1) + 1
         node = self._define(node_id, port)
         node.cluster_state = cluster_state
         self.nodes_count = len(self.nodes)
@@ -220,14 +250,21 @@ class LocalCluster:
     def resume(self, node_id: int) -> None:
         self.signal_node(node_id, signal.SIGCONT)
 
-    def stop_node(self, node_id: int, timeout: float = 15.0) -> int | None:
+    def stop_node(self, node_id: int, timeout: float = 15.0, *, signal_first: bool = True) -> int | None:
+        """SIGTERM the node and wait for it; SIGKILL after ``timeout``.
+
+        ``signal_first=False``: the SIGTERM was already sent, only wait. Never
+        send a second one: a node whose event loop already closed would die of
+        it (exit -15) instead of finishing its shutdown.
+        """
         node = self.nodes[node_id]
         if node.proc is None:
             return None
         if node.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(node.proc.pid, signal.SIGCONT)
-                node.proc.terminate()
+            if signal_first:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node.proc.pid, signal.SIGCONT)
+                    node.proc.terminate()
             try:
                 node.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -248,15 +285,24 @@ class LocalCluster:
                     os.kill(node.proc.pid, signal.SIGCONT)
                     node.proc.terminate()
         for node in list(self.nodes.values()):
-            self.stop_node(node.id)
+            self.stop_node(node.id, signal_first=False)
         self.save()
+
+    def close(self) -> None:
+        """Stop every node and delete the cluster's network namespaces, if it has any."""
+        try:
+            self.stop()
+        finally:
+            if self.network is not None:
+                self.network.destroy()
+                atexit.unregister(self.network.destroy)
 
     def __enter__(self) -> LocalCluster:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     # ---- observation ------------------------------------------------------------------------------
 

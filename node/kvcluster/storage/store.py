@@ -177,7 +177,8 @@ class Store:
                 delete_replica(conn, partition, epoch, drop_data=True)
                 self._states.pop(partition, None)
             for new in batch.create:
-                if conn.execute("SELECT 1 FROM replica WHERE partition = ?", (new.state.partition,)).fetchone():
+                exists = conn.execute("SELECT 1 FROM replica WHERE partition = ?", (new.state.partition,))
+                if exists.fetchone():
                     continue  # created meanwhile (a duplicate request): the existing replica wins
                 insert_replica(
                     conn, new.state, term=new.term, snap_index=new.snap_index, snap_term=new.snap_term
