@@ -60,6 +60,9 @@ from kvoperator.statefulset import build_statefulset, mutable_patch
 LoginFn = Callable[..., kopf.ConnectionInfo | None]
 DEFAULT_IMAGE = "kvcluster:latest"
 
+LEADERLESS_GRACE_S = 3.0
+"""How long a partition may be without a leader before the status calls it one."""
+
 
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
@@ -277,6 +280,11 @@ class Operator:
         try:
             if needs.summary:
                 summary = rc.Summary.from_cluster(await admin.cluster())
+                if summary.leaderless:
+                    # A partition born of a split, or one whose leader just stepped down, elects
+                    # within an election timeout: look again before calling it a problem.
+                    await asyncio.sleep(LEADERLESS_GRACE_S)
+                    summary = rc.Summary.from_cluster(await admin.cluster())
             if needs.job:
                 job = rc.JobView.from_api(await admin.reshape_status())
             for node_id in needs.nodes:

@@ -76,12 +76,17 @@ def now_rfc3339(now: datetime.datetime | None = None) -> str:
     return moment.astimezone(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _growing(h: Health) -> bool:
+    """New pods still starting hold no data yet: the cluster serves as before meanwhile."""
+    return h.progress is not None and h.progress.reason in ("GrowingNodes", "Bootstrapping")
+
+
 def _ready(h: Health) -> tuple[str, Problem]:
     if not h.bootstrapped:
         return "False", Problem(
             "NotBootstrapped", f"{h.ready_nodes}/{h.expected_nodes} nodes ready, bootstrapping"
         )
-    if h.ready_nodes < h.expected_nodes:
+    if h.ready_nodes < h.expected_nodes and not _growing(h):
         return "False", Problem("NodesNotReady", f"{h.ready_nodes}/{h.expected_nodes} nodes ready")
     if h.admin_error is not None:
         return "Unknown", Problem("NodesUnreachable", f"cannot read the cluster state: {h.admin_error}")
@@ -106,8 +111,7 @@ def _degraded(h: Health) -> tuple[str, Problem]:
         return "True", h.spec_problem
     if h.operation_problem is not None:
         return "True", h.operation_problem
-    growing = h.progress is not None and h.progress.reason in ("GrowingNodes", "Bootstrapping")
-    if h.bootstrapped and h.ready_nodes < h.expected_nodes and not growing:
+    if h.bootstrapped and h.ready_nodes < h.expected_nodes and not _growing(h):
         return "True", Problem(
             "NodesUnavailable",
             f"{h.expected_nodes - h.ready_nodes} of {h.expected_nodes} nodes are not ready",
