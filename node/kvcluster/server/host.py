@@ -40,6 +40,7 @@ from kvcluster.raft import (
 from kvcluster.storage import (
     AppliedState,
     Batch,
+    BatchResult,
     Delete,
     GroupWrite,
     NewReplica,
@@ -290,14 +291,18 @@ class RaftHost:
                 g.compact = self._compaction_point(r)
             if any(m.type == MessageType.SNAPSHOT for m in rd.messages):
                 batch.export.append(r.partition)
-            batch.groups.append(g)
+            if g:
+                batch.groups.append(g)
             work.append((r, rd, g))
-        if not batch:
+        if not work and not batch:
             return
-        started = time.perf_counter()
-        result = await self.store.write(batch)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.batch_entries.observe(sum(len(g.entries) for g in batch.groups))
+        if batch:
+            started = time.perf_counter()
+            result = await self.store.write(batch)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_entries.observe(sum(len(g.entries) for g in batch.groups))
+        else:
+            result = BatchResult()  # only messages and read states: nothing to persist, no thread hop
 
         for partition, _epoch in batch.destroy:
             gone = self.replicas.pop(partition, None)
