@@ -31,7 +31,6 @@ from .schema import Durability, connect, create_schema, to_db_hash
 from .snapshots import export_snapshot, install_snapshot
 from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
 
-
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INTERVAL_S = 0.5
@@ -54,7 +53,11 @@ class GroupWrite:
 
     def __bool__(self) -> bool:
         return bool(
-            self.entries or self.snapshot is not None or self.hard_state is not None or self.committed or self.compact
+            self.entries
+            or self.snapshot is not None
+            or self.hard_state is not None
+            or self.committed
+            or self.compact
         )
 
     @property
