@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck fmt check-imports sim-long soak bench clean tools manifests image test-docker test-kind
+.PHONY: run test lint typecheck fmt check-imports sim-long soak torture bench clean tools manifests image test-docker test-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,21 @@ test-docker: $(STAMP)
 ## On kind: helm install, example cluster, write/read, scale, pod loss, uninstall (needs docker + kind).
 test-kind: $(STAMP)
 	$(PY) -m pytest -m kind tests/e2e_kind $(PYTEST_ARGS)
+
+## Fault injection: the bounded torture suite (also part of `make test`).
+torture: $(STAMP)
+	$(PY) -m pytest -q tests/torture $(PYTEST_ARGS)
+
+SOAK_SECONDS ?= 600
+SOAK_SEED ?= $(shell date +%s)
+## A long run with every nemesis mixed on 5 nodes (root for partitions and disks).
+soak: $(STAMP)
+	$(VENV)/bin/kvcluster torture --nemesis all --nodes 5 --duration $(SOAK_SECONDS) \
+	  --seed $(SOAK_SEED) --check-budget 900 --out soak-$(SOAK_SEED)
+
+## kvcluster bench against a fresh local 3-node, 3-replica cluster (1 and 32 clients).
+bench: $(STAMP)
+	$(VENV)/bin/kvcluster bench --local 3 --clients 1,32 --duration 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

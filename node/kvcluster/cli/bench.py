@@ -15,12 +15,17 @@ second) and latency percentiles (nearest rank) in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import math
 import multiprocessing
 import random
+import socket
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kvcluster.client import AsyncClient, KVError
+from kvcluster.local import LocalCluster
 
 from .kvcmds import DEFAULT_ENDPOINT, ENDPOINT_ENV, read_token, split_endpoints, wide_console
 
@@ -308,6 +314,27 @@ def parse_list(value: str, name: str) -> list[str]:
     return items
 
 
+@contextlib.contextmanager
+def fresh_local_cluster(nodes: int, console: Console) -> Iterator[list[str]]:
+    """A throw-away local cluster (fsync durability, the defaults) on free ports."""
+    with tempfile.TemporaryDirectory(prefix="kvcluster-bench-") as tmp:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        cluster = LocalCluster(
+            Path(tmp), nodes_count=nodes, partitions=8, replicas=min(3, nodes), base_port=min(base, 60000)
+        )
+        console.print(
+            f"starting a local cluster: {nodes} nodes, 8 partitions, {min(3, nodes)} replicas in {tmp}"
+        )
+        cluster.start()
+        try:
+            cluster.wait_ready(timeout=60)
+            yield cluster.urls()
+        finally:
+            cluster.stop()
+
+
 @click.command("bench")
 @click.option(
     "--endpoint",
@@ -349,6 +376,13 @@ def parse_list(value: str, name: str) -> list[str]:
 @click.option(
     "--json", "json_file", type=click.Path(dir_okay=False, writable=True), help="Save results here."
 )
+@click.option(
+    "--local",
+    "local_nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Start a fresh local cluster of this many nodes (8 partitions, 3 replicas at most) for the run.",
+)
 def bench_command(
     endpoints: tuple[str, ...],
     token: str | None,
@@ -363,6 +397,7 @@ def bench_command(
     processes: int,
     timeout: float,
     json_file: str | None,
+    local_nodes: int | None,
 ) -> None:
     """Measure ops/s and p50/p99/p99.9 latency of puts, linearizable gets and a 90/10 mix.
 
@@ -393,7 +428,12 @@ def bench_command(
         duration=duration,
     )
     progress = Console(stderr=True)
-    results = run_bench(cfg, chosen, client_counts, processes, console=progress)
+    with contextlib.ExitStack() as stack:
+        if local_nodes is not None:
+            cfg = dataclasses.replace(
+                cfg, endpoints=stack.enter_context(fresh_local_cluster(local_nodes, progress))
+            )
+        results = run_bench(cfg, chosen, client_counts, processes, console=progress)
     wide_console().print(results_table(results))
     if json_file:
         payload = {

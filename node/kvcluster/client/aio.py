@@ -243,6 +243,11 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the connection pool; the client cannot be used afterwards."""
         self._closed = True
+        refresh, self._routes_refresh = self._routes_refresh, None
+        if refresh is not None and not refresh.done():
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await refresh
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -402,8 +407,8 @@ class AsyncClient:
         try:
             answer = await self._call("GET", "/v1/routing", write=False)
             self._routes = RoutingTable.from_json(_json(answer))
-        except (KVError, ValueError, KeyError):
-            pass  # keep the previous table (or none): routing hints are optional
+        except (KVError, ValueError, KeyError, RuntimeError):
+            pass  # keep the previous table (or none): routing hints are optional; closed meanwhile
 
     def _learn_leader(self, key: Key, answer: _Answer) -> None:
         url = answer.headers.get("X-KV-Leader")

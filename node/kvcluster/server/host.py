@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, key_hash
 from kvcluster.raft import (
@@ -70,6 +71,7 @@ from .metrics import NodeMetrics
 from .replica import ProposalLost, Replica, ReplicaGone
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SNAPSHOT_PATH = "/internal/v1/snapshot"
 
@@ -514,14 +516,31 @@ class RaftHost:
     ) -> tuple[bytes, int] | None:
         r = await self.barrier(partition, timeout) if linearizable else self._replica(partition)
         self._check_range(r, key)
-        return self.store.get(key)
+        return self._read_store(lambda: self.store.get(key))
 
     async def scan(
         self, partition: int, prefix: bytes, start: bytes, limit: int, linearizable: bool, timeout: float
     ) -> tuple[PartitionDescriptor, list[tuple[bytes, bytes, int]]]:
         r = await self.barrier(partition, timeout) if linearizable else self._replica(partition)
         desc = r.state.descriptor
-        return desc, self.store.scan(desc.range, prefix, start, limit)
+        return desc, self._read_store(lambda: self.store.scan(desc.range, prefix, start, limit))
+
+    def _read_store(self, read: Callable[[], T]) -> T:
+        """A read the disk cannot serve means the disk is failing: stop, as for a failed write.
+
+        Answering 500 and carrying on would leave a node up that can neither
+        serve nor persist, and hide the fault from the operator's probes.
+        """
+        try:
+            return read()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Unavailable("the store is busy; retry") from None
+            self._fail(exc)
+            raise Unavailable("node failed: storage error") from None
+        except sqlite3.DatabaseError as exc:
+            self._fail(exc)
+            raise Unavailable("node failed: storage error") from None
 
     # ---- reshaping (issue 4): run on the partition's leader ---------------------------------------
 
