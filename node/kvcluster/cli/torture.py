@@ -18,6 +18,7 @@ from rich.console import Console
 
 from kvcluster.torture import WORKLOADS, Config, parse_nemeses, render, replay, run
 from kvcluster.torture.nemesis import NEMESES
+from kvcluster.torture.script import ISSUE_SCENARIO, Shape
 
 
 def _nemeses(
@@ -27,6 +28,17 @@ def _nemeses(
         return parse_nemeses(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def parse_script(text: str | None) -> tuple[Shape, ...]:
+    if not text:
+        return ()
+    if text.strip() == "issue":
+        return ISSUE_SCENARIO
+    try:
+        return tuple(Shape.parse(part) for part in text.split())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--script") from None
 
 
 @click.command("torture")
@@ -90,6 +102,20 @@ def _nemeses(
     default=None,
     help="Do not run anything: re-judge a previous run's directory (history.jsonl, summary.json).",
 )
+@click.option(
+    "--script",
+    "script",
+    default=None,
+    help="Instead of random faults, walk through shapes under load: 'issue' (partitions 4-8-16-4, "
+    "replicas 3-5-3, nodes 3-5-3, a kill -9 mid-reshape) or 'N,P,R[,kill] N,P,R ...'.",
+)
+@click.option(
+    "--preload",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Write this many 1 KiB keys before the run, so reshapes move real data (checked at the end).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the harness does.")
 def torture_command(
     workload: str,
@@ -109,6 +135,8 @@ def torture_command(
     final_restart: str,
     node_args: tuple[str, ...],
     check_dir: Path | None,
+    script: str | None,
+    preload: int,
     verbose: bool,
 ) -> None:
     """Run clients against a local cluster while injecting faults, then check what they saw.
@@ -153,7 +181,11 @@ def torture_command(
         snapshot_entries=snapshot_entries,
         node_args=list(node_args),
         final_restart=final_restart,
+        script=parse_script(script),
+        preload=preload,
     )
+    if config.script:
+        config.nemeses, config.variants = (), {}  # the script is the fault plan; nothing random on top
     started = time.monotonic()
 
     def progress(text: str) -> None:

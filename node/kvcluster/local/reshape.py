@@ -169,9 +169,11 @@ def reshape(
     leaving = [n for n in sup.node_ids() if n not in keep]
     for node_id in leaving:
         _wait(_drained(client, node_id), 60, f"node {node_id} to drain")
-        client.forget_node(node_id)
     if leaving:
+        # Stop them before forgetting them: a running node registers itself again.
         sup.remove_nodes(leaving, timeout=60)
+        for node_id in leaving:
+            client.forget_node(node_id)
     return ReshapeResult(job, added, leaving, time.monotonic() - started)
 
 

@@ -315,6 +315,11 @@ class RaftHost:
             self._start_from_snapshot(new, m, result.installed.get(new.state.partition))
 
         lead_children: set[int] = set()
+        merged_away = {gone for applied in result.applied.values() for gone in applied.destroyed}
+        for gone_id in merged_away:
+            gone = self.replicas.pop(gone_id, None)
+            if gone is not None:
+                gone.fail_all(ReplicaGone(f"partition {gone_id} was merged"))
         for r, rd, g in work:
             if self.replicas.get(r.partition) is not r:
                 continue
@@ -336,15 +341,15 @@ class RaftHost:
                     self._announce(r.state.descriptor)
                 if r.is_leader:
                     lead_children.update(applied.created)
-                for gone_id in applied.destroyed:
-                    gone = self.replicas.pop(gone_id, None)
-                    if gone is not None:
-                        gone.fail_all(ReplicaGone(f"partition {gone_id} was merged"))
             for m in rd.messages:
                 if m.type == MessageType.SNAPSHOT:
-                    meta, data = result.snapshots[r.partition]
-                    m.snapshot = meta
-                    asyncio.get_running_loop().create_task(self._send_snapshot(r, m, data))
+                    cut = result.snapshots.get(r.partition)
+                    if cut is None:
+                        # The partition was merged away in this very batch: nothing left to send.
+                        r.core.report_snapshot(m.to, False)
+                        continue
+                    m.snapshot = cut[0]
+                    asyncio.get_running_loop().create_task(self._send_snapshot(r, m, cut[1]))
                 else:
                     self.links.send(r.partition, m)
             for rs in rd.read_states:

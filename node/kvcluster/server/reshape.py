@@ -254,12 +254,29 @@ class Reshaper:
                     return
                 step = steps.first
                 assert step is not None
+                needed = _needs_alive(step)
+                if needed is not None and needed in status.errors:
+                    # Copying to, or handing leadership to, a node that is down cannot work; wait
+                    # for it without using up the step's attempts (its removal would need no wait).
+                    await self._update(
+                        job_id, current=str(step), error=f"waiting for node {needed}, which is unreachable"
+                    )
+                    await asyncio.sleep(2.0)
+                    continue
                 await self._update(
                     job_id, current=str(step), steps_total=int(job["steps_done"]) + len(steps), error=None
                 )
+                started = time.monotonic()
                 await self.execute(step, pmap, status, job_id=job_id)
                 attempts = 0
-                await self._update(job_id, steps_done=int(job["steps_done"]) + 1, last_step=str(step))
+                took = round(time.monotonic() - started, 3)
+                await self._update(
+                    job_id,
+                    steps_done=int(job["steps_done"]) + 1,
+                    last_step=str(step),
+                    # Kinds, not every step: the record stays small however long the job runs.
+                    step_seconds=_add_timing(job.get("step_seconds"), step.kind, took),
+                )
             except (StepFailed, RoutingSignal, ApiError) as exc:
                 attempts += 1
                 log.info("reshape step did not complete (attempt %d): %s", attempts, exc)
@@ -444,3 +461,18 @@ class Reshaper:
         if result.get("descriptor"):
             await self.report([PartitionDescriptor.from_dict(result["descriptor"])])
         log.info("unfroze partition %d (epoch %d): its merge was called off", partition, current.epoch)
+
+
+def _add_timing(timings: Any, kind: str, seconds: float) -> dict[str, list[float]]:
+    """Per step kind: [count, total seconds, longest] -- how long moves, splits, merges take."""
+    out: dict[str, list[float]] = dict(timings or {})
+    count, total, longest = out.get(kind, [0, 0.0, 0.0])
+    out[kind] = [count + 1, round(total + seconds, 3), max(longest, seconds)]
+    return out
+
+
+def _needs_alive(step: Step) -> int | None:
+    """The node a step cannot do without (it receives data or leadership), if any."""
+    if isinstance(step, AddLearner | Promote | TransferLeader):
+        return step.node
+    return None

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +29,7 @@ from .schema import Durability, connect, create_schema, to_db_hash
 from .snapshots import export_snapshot, install_snapshot
 from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
 
-log = logging.getLogger(__name__)
-
-CHECKPOINT_INTERVAL_S = 0.5
-CHECKPOINT_WAL_BYTES = 4 << 20
-WAL_SIZE_LIMIT = 64 << 20
+WAL_SIZE_LIMIT = 16 << 20
 
 
 @dataclass(slots=True)
@@ -117,9 +111,9 @@ class Store:
         self.durability = durability
         self._writer = connect(self.path, durability)
         create_schema(self._writer)
-        # Checkpoints copy the WAL into the database and fsync it; done inside a commit they
-        # stall the write path. A background thread does them instead (see _checkpoints).
-        self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+        # SQLite's own checkpoints (every 1000 WAL pages, inside a commit) keep the WAL at a few MB.
+        # A background checkpointer was tried: under steady load it fell behind and the WAL grew
+        # by tens of MB a minute, which a small data volume does not survive.
         self._writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._reader = connect(self.path, durability)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
@@ -128,28 +122,7 @@ class Store:
         self._synchronous_full = durability == Durability.FSYNC
         self.synced_batches = 0
         self.closed = False
-        self._stop_checkpoints = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="kv-checkpoint", daemon=True)
-        self._checkpointer.start()
 
-    def _checkpoints(self) -> None:
-        """Fold the WAL into the database in the background, without blocking the writer.
-
-        PASSIVE checkpoints never wait for the writer or readers; they copy
-        what they can. The WAL is restarted by the writer once a checkpoint
-        caught up, and then truncated to ``journal_size_limit``.
-        """
-        conn = connect(self.path, self.durability)
-        try:
-            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL_S):
-                try:
-                    wal = self.path.with_name(self.path.name + "-wal")
-                    if wal.exists() and wal.stat().st_size > CHECKPOINT_WAL_BYTES:
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:
-                    log.warning("background checkpoint failed: %s", exc)
-        finally:
-            conn.close()
 
     # ---- node-level facts ----------------------------------------------------------------
 
@@ -312,8 +285,6 @@ class Store:
         if self.closed:
             return
         self.closed = True
-        self._stop_checkpoints.set()
-        self._checkpointer.join(timeout=10)
         self._executor.shutdown(wait=True)
         self._reader.close()
         self._writer.close()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .nemesis import NEMESES, Timing, variants_of
+from .script import Shape
 from .workload import WORKLOADS, ClientSettings
 
 FINAL_RESTARTS = ("term", "kill", "power-cut")
@@ -77,6 +78,10 @@ class Config:
     system shut down at once: what was not fsynced is lost; needs root)."""
     check_budget: float = 120.0
     check_workers: int = 1
+    preload: int = 0
+    """Keys of 1 KiB written before the load starts (outside the history), checked after the restart."""
+    script: tuple[Shape, ...] = ()
+    """A planned walk through shapes instead of random faults (``--script``); the run lasts as long."""
     client: ClientSettings = field(default_factory=ClientSettings)
     timing: Timing = field(default_factory=Timing)
     fault_gap: tuple[float, float] = (1.0, 3.0)

@@ -166,6 +166,14 @@ def _fault_detail(fault: dict[str, Any]) -> str:
         return f"restarted a node that died on its own; caught up after {observed.get('caught_up_after_s')}"
     if kind == "reshape":
         return f"{observed.get('state')} in {observed.get('took_s')}s, {observed.get('steps')} steps"
+    if kind == "reshape-script":
+        text = (
+            f"{observed.get('took_s')}s, {observed.get('steps')} steps; ops/s {observed.get('rate_before')}"
+            f" before, {observed.get('rate_during')} during"
+        )
+        if "killed" in observed:
+            text += f"; kill -9 n{observed['killed']} at step {observed.get('killed_at_step')}"
+        return text
     return ""
 
 

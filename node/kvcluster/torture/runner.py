@@ -50,11 +50,16 @@ from .config import Config
 from .durability import Observed, check_durability
 from .nemesis import Env, FaultLog, Schedule, make_nemeses
 from .report import Summary, count_errors, count_operations
+from .script import ReshapeScript
 from .workload import WORKLOADS, Workload, key_names
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+
+def _acked(workload: Workload) -> int:
+    return sum(v for k, v in workload.stats.outcomes.items() if k.endswith(":ok"))
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
@@ -211,15 +216,27 @@ class Runner:
             settings=cfg.client,
         )
         finals: dict[str, dict[bytes, Observed]] = {}
+        if cfg.preload:
+            started = time.monotonic()
+            await self._preload(write=True)
+            summary.phases["preload"] = round(time.monotonic() - started, 1)
         load_started = time.monotonic()
         self.say(f"load: {cfg.concurrency} clients on {cfg.keys} keys for {cfg.duration:.0f}s")
         await workload.start()
         watchdog = asyncio.create_task(self._watchdog(env, workload, load_started))
-        faults = asyncio.create_task(schedule.run(load_started + cfg.duration))
+        if cfg.script:
+            # A planned walk through shapes: the load lasts as long as the walk.
+            script = ReshapeScript(cfg.script, lambda: _acked(workload), cfg.timing.reshape_timeout)
+            faults = asyncio.create_task(script.run(env))
+        else:
+            faults = asyncio.create_task(schedule.run(load_started + cfg.duration))
         try:
-            await asyncio.wait([faults], timeout=cfg.duration)
-            # The load lasts ``duration`` even when the schedule has nothing to do (or crashed).
-            await asyncio.sleep(max(load_started + cfg.duration - time.monotonic(), 0.0))
+            if cfg.script:
+                await asyncio.wait([faults], timeout=len(cfg.script) * (cfg.timing.reshape_timeout + 30))
+            else:
+                await asyncio.wait([faults], timeout=cfg.duration)
+                # The load lasts ``duration`` even when the schedule has nothing to do (or crashed).
+                await asyncio.sleep(max(load_started + cfg.duration - time.monotonic(), 0.0))
             env.stopping.set()
             bound = cfg.timing.rejoin_timeout * 2 + cfg.timing.fail_stop_timeout + 30
             done, _ = await asyncio.wait([faults], timeout=bound)
@@ -273,7 +290,41 @@ class Runner:
             summary.problems.append(f"the cluster did not come back after a full restart: {exc}")
         finals["after_restart"] = await self._read_all(history, keys, "after_restart")
         summary.phases["restart"] = round(time.monotonic() - started, 1)
+        if cfg.preload:
+            await self._preload(write=False)
         return finals
+
+    async def _preload(self, write: bool) -> None:
+        """Bulk data for reshapes to move (write), or the check that all of it survived (read)."""
+        assert self.cluster is not None
+        count = self.cfg.preload
+        bad: list[str] = []
+        sem = asyncio.Semaphore(32)
+
+        def value(i: int) -> bytes:
+            return (f"preload-{i:07d}-".encode() * 64)[:1024]
+
+        async with AsyncClient(self.cluster.urls(), timeout=30.0, retries=10) as kv:
+
+            async def one(i: int) -> None:
+                key = f"preload/{i:07d}"
+                async with sem:
+                    try:
+                        if write:
+                            await kv.put(key, value(i))
+                        else:
+                            item = await kv.get(key)
+                            if item is None or item.value != value(i):
+                                bad.append(key)
+                    except KVError as exc:
+                        bad.append(f"{key}: {exc}")
+
+            await asyncio.gather(*(one(i) for i in range(count)))
+        if bad:
+            what = "could not be written" if write else "were missing or wrong after the restart"
+            self.summary.problems.append(f"{len(bad)} of {count} preloaded keys {what}: {bad[:3]}")
+        else:
+            self.say(f"{count} preloaded keys {'written' if write else 'all read back intact'}")
 
     def _stop_all(self, how: str) -> None:
         """Stop every node before the durability reads: SIGTERM, kill -9, or a power cut.
