@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kvcluster.local import LocalCluster
+from kvcluster.local.ports import free_port_block
 
 FAST_TICKS = ["--tick-ms", "50", "--election-ticks", "10"]
-
-
-def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """A base port with ``count`` consecutive free ports after it."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            base = s.getsockname()[1]
-        if base + count >= 65000:
-            continue
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind((host, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free ports")
 
 
 ClusterFactory = Callable[..., LocalCluster]

@@ -46,11 +46,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -64,6 +62,7 @@ import aiohttp
 from sts_controller import PodInfo
 
 from kvcluster.cli.nodecmd import node_id_from_hostname
+from kvcluster.local.ports import free_ports
 from kvoperator.kube import PODS, PVCS, STATEFULSETS, KubeClient
 
 ENV_PREFIX = "KVCLUSTER_"
@@ -76,42 +75,6 @@ STOP_GRACE_CAP = 20.0
 """Upper bound on the SIGTERM grace, whatever the pod asks for: keeps the test bounded."""
 RESTART_BACKOFF = 10.0 * PROBE_TIME_SCALE
 """The kubelet's first restart delay (10 s, doubling), on the same time scale as the probes."""
-
-
-def local_port_range() -> tuple[int, int]:
-    """The kernel's range for outgoing connections' local ports."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` ports that are free now and outside the ephemeral range.
-
-    Ports handed out by ``bind(0)`` come from the ephemeral range, which the
-    node processes' own outgoing connections draw from too: a port picked that
-    way can be taken by a peer connection before the node that should listen
-    on it starts. Below the range, only listeners compete.
-    """
-    low, _ = local_port_range()
-    lowest = 20000 if low > 21000 else 10000
-    rng = random.Random()
-    ports: list[int] = []
-    for _ in range(5000):
-        if len(ports) == count:
-            return ports
-        port = rng.randrange(lowest, max(lowest + count + 1, low - 1))
-        if port in ports:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-        ports.append(port)
-    raise RuntimeError(f"found only {len(ports)} of {count} free ports")
 
 
 @dataclass(frozen=True)

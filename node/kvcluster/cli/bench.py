@@ -21,7 +21,6 @@ import json
 import math
 import multiprocessing
 import random
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from rich.table import Table
 
 from kvcluster.client import AsyncClient, KVError
 from kvcluster.local import LocalCluster
+from kvcluster.local.ports import free_port_block
 
 from .kvcmds import DEFAULT_ENDPOINT, ENDPOINT_ENV, read_token, split_endpoints, wide_console
 
@@ -318,11 +318,12 @@ def parse_list(value: str, name: str) -> list[str]:
 def fresh_local_cluster(nodes: int, console: Console) -> Iterator[list[str]]:
     """A throw-away local cluster (fsync durability, the defaults) on free ports."""
     with tempfile.TemporaryDirectory(prefix="kvcluster-bench-") as tmp:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
         cluster = LocalCluster(
-            Path(tmp), nodes_count=nodes, partitions=8, replicas=min(3, nodes), base_port=min(base, 60000)
+            Path(tmp),
+            nodes_count=nodes,
+            partitions=8,
+            replicas=min(3, nodes),
+            base_port=free_port_block(nodes),
         )
         console.print(
             f"starting a local cluster: {nodes} nodes, 8 partitions, {min(3, nodes)} replicas in {tmp}"

@@ -123,7 +123,6 @@ class Store:
         self.synced_batches = 0
         self.closed = False
 
-
     # ---- node-level facts ----------------------------------------------------------------
 
     def get_node_value(self, key: str) -> str | None:

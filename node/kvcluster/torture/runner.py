@@ -31,7 +31,6 @@ import json
 import logging
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from kvcluster.lincheck import History, Op, Result, check, pair, save_history, u
 from kvcluster.lincheck.render import show_bytes
 from kvcluster.local import ClusterError, LocalCluster
 from kvcluster.local import netns as netns_mod
+from kvcluster.local.ports import free_port_block
 
 from . import disk
 from .config import Config
@@ -60,24 +60,6 @@ Progress = Callable[[str], None]
 
 def _acked(workload: Workload) -> int:
     return sum(v for k, v in workload.stats.outcomes.items() if k.endswith(":ok"))
-
-
-def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """A base port with ``count`` consecutive free ports after it."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65000:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports")
 
 
 def run(config: Config, progress: Progress | None = None) -> Summary:
