@@ -67,6 +67,10 @@ class MapSync:
             except (ApiError, RoutingSignal, PeerUnavailable, KeyError, ValueError) as exc:
                 self.last_sync_ok = False
                 log.debug("map sync: %s", exc)
+                # The meta leader may be a node whose address this node never learnt (one
+                # added while it was down): any peer it can reach knows the addresses.
+                with contextlib.suppress(ApiError, PeerUnavailable, KeyError, ValueError):
+                    await self._learn_from_peers()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), INTERVAL_S)
             self._wake.clear()
@@ -99,7 +103,9 @@ class MapSync:
         await self._report_lagging(truth)
         self._collect_orphans(truth)
 
-    def absorb(self, truth: PartitionMap) -> None:
+    def absorb(self, truth: PartitionMap, *, authoritative: bool = True) -> None:
+        """Fold a map into the cache; a peer's copy (not ``authoritative``) only adds nodes,
+        since it may be older than what this node knows and must not make it forget one."""
         pmap = self.router.pmap
         if truth.meta is not None:
             pmap.update(truth.meta)
@@ -114,19 +120,24 @@ class MapSync:
                 del pmap.partitions[pid]
         pmap.last_id = max(pmap.last_id, truth.last_id)
         if truth.nodes:
-            pmap.nodes = {**truth.nodes}
+            pmap.nodes = {**truth.nodes} if authoritative else {**truth.nodes, **pmap.nodes}
             pmap.nodes.setdefault(self.cfg.node_id, NodeInfo(self.cfg.node_id, self.cfg.url))
             self.links.set_peers({n.id: n.url for n in pmap.nodes.values()})
 
     async def _learn_from_peers(self) -> None:
-        """A node that joined empty knows only peer addresses: ask one for its map."""
-        for node in sorted(self.links.urls):
+        """Ask the first peer that answers for its cached map.
+
+        A node that joined empty knows only peer addresses; a node restarted after others
+        joined may not know the meta leader's address. Connected peers are tried first.
+        """
+        order = sorted(self.links.urls, key=lambda n: (not self.links.connected(n), n))
+        for node in order:
             try:
                 status, body = await self.rpc.call(node, MAP_PATH, b"", timeout=1.5)
             except PeerUnavailable:
                 continue
             if status == 200:
-                self.absorb(PartitionMap.from_dict(unpack(body)))
+                self.absorb(PartitionMap.from_dict(unpack(body)), authoritative=False)
                 return
 
     async def _report_lagging(self, truth: PartitionMap) -> None:

@@ -115,6 +115,10 @@ class Node:
             self.pmap.nodes.setdefault(n, NodeInfo(n, url))
         records = self.store.load()
         self.host.start(records)
+        meta = self.host.replicas.get(META_PARTITION)
+        if meta is not None and meta.state.meta:
+            # This node's own copy of the meta group knows nodes added after its bootstrap.
+            self.mapsync.absorb(PartitionMap.from_dict(meta.state.meta["map"]), authoritative=False)
         urls = {n.id: n.url for n in self.pmap.nodes.values()}
         urls[self.cfg.node_id] = self.cfg.url
         self.links.set_peers(urls)
