@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.optin import deselect, requested
+
 from .support import REPO, SCRIPTS, run, which
 
 TOOLS_BIN = REPO / ".tools" / "bin"
@@ -20,17 +22,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The docker tests take minutes from cold (debootstrap, image build): run them on request.
-
-    ``pytest -m docker`` (``make test-docker``) or KVCLUSTER_DOCKER_TESTS=1 selects them.
-    """
-    markexpr = str(config.getoption("markexpr", "") or "")
-    if "docker" in markexpr.replace("not docker", "") or os.environ.get("KVCLUSTER_DOCKER_TESTS") == "1":
-        return
-    skip = pytest.mark.skip(reason="docker image tests run on request: make test-docker (pytest -m docker)")
-    for item in items:
-        if item.get_closest_marker("docker") is not None:
-            item.add_marker(skip)
+    """The docker tests take minutes from cold (debootstrap, image build): ``make test-docker``
+    (``pytest -m docker``, or KVCLUSTER_DOCKER_TESTS=1) runs them, and ``.ci/run`` after ``make test``."""
+    if not (requested(config, "docker") or os.environ.get("KVCLUSTER_DOCKER_TESTS") == "1"):
+        deselect(config, items, "docker")
 
 
 def _install(*tools: str) -> Path:

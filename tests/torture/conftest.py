@@ -20,6 +20,7 @@ import pytest
 from kvcluster.local import netns
 from kvcluster.torture import Config, Summary, Timing, run
 from kvcluster.torture import disk as disk_mod
+from tests.optin import deselect, requested
 
 TEST_TIMING = Timing(hold=(2.0, 3.5), pause_hold=(3.0, 4.0), settle=1.0, rejoin_timeout=45.0)
 """Shorter faults than the default, so a 20-second run sees two or three of each."""
@@ -118,3 +119,8 @@ def assert_clean(summary: Summary) -> None:
 
 def faults(summary: Summary, kind: str) -> list[dict[str, Any]]:
     return [f for f in summary.faults if f["kind"] == kind and f["variant"] != "error"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not (requested(config, "soak") or os.environ.get("KVCLUSTER_SOAK_SECONDS")):
+        deselect(config, items, "soak")

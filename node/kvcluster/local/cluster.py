@@ -339,7 +339,8 @@ class LocalCluster:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise ClusterError(f"nodes {sorted(pending)} not ready after {timeout}s")
+                why = {n: self.get_json(n, "/readyz", timeout=1.0)[1] for n in sorted(pending)}
+                raise ClusterError(f"nodes {sorted(pending)} not ready after {timeout}s: {why}")
             time.sleep(0.1)
 
     def cluster_view(self, via: int | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from kvcluster.raft import Message, RaftNode, Role, SnapshotMeta
 from kvcluster.storage import AppliedState, Outcome
@@ -89,7 +90,7 @@ class Replica:
         if want_term == term:
             fut.set_result(outcome)
         else:
-            fut.set_exception(ProposalLost(f"index {index} was taken by term {term}"))
+            _fail(fut, ProposalLost(f"index {index} was taken by term {term}"))
 
     def settle_read(self, context: bytes, index: int) -> None:
         for fut in self.reads.pop(context, []):
@@ -114,7 +115,7 @@ class Replica:
         for futs in self.reads.values():
             for fut in futs:
                 if not fut.done():
-                    fut.set_exception(NotLeaderSignal(self.core.leader))
+                    _fail(fut, NotLeaderSignal(self.core.leader))
         self.reads.clear()
 
     def fail_all(self, exc: Exception, proposals_exc: Exception | None = None) -> None:
@@ -122,12 +123,22 @@ class Replica:
         self.lost_leadership()
         for _, fut in self.proposals.values():
             if not fut.done():
-                fut.set_exception(proposals_exc or exc)
+                _fail(fut, proposals_exc or exc)
         self.proposals.clear()
         for _, wfut in self.applied_waiters:
             if not wfut.done():
-                wfut.set_exception(exc)
+                _fail(wfut, exc)
         self.applied_waiters.clear()
 
     def needs_snapshot_for(self, messages: list[Message]) -> bool:
         return any(m.snapshot is not None for m in messages)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail a waiter whose caller may have stopped waiting (a request that timed out).
+
+    Marking the exception as retrieved keeps asyncio from logging "Future exception was never
+    retrieved" for those; a caller still awaiting it gets the exception all the same.
+    """
+    fut.set_exception(exc)
+    fut.exception()

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 RAFT_PATH = "/internal/v1/raft"
 MAX_QUEUED = 50_000
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 @dataclass(eq=False)
@@ -134,17 +135,25 @@ class PeerLinks:
                     self._session = aiohttp.ClientSession(
                         timeout=aiohttp.ClientTimeout(total=None, connect=2)
                     )
-                ws = await self._session.ws_connect(
-                    url + RAFT_PATH, headers=self.auth.headers(RAFT_PATH), heartbeat=2.0, max_msg_size=0
+                # Bounded as a whole: the connect timeout does not cover the upgrade's answer.
+                ws = await asyncio.wait_for(
+                    self._session.ws_connect(
+                        url + RAFT_PATH, headers=self.auth.headers(RAFT_PATH), heartbeat=2.0, max_msg_size=0
+                    ),
+                    HANDSHAKE_TIMEOUT_S,
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.debug("dial node %d at %s failed: %s", link.node, url, exc)
+                log.debug("dial node %d at %s failed: %s", link.node, url, exc or type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.05
             log.info("connected to node %d at %s", link.node, url)
-            await self._serve(link, ws)
+            try:
+                await self._serve(link, ws)
+            except Exception:
+                # This task is the only one that ever reconnects the link: it must not die.
+                log.exception("connection to node %d failed", link.node)
 
     async def accept(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for the lower-id peer's connection."""
@@ -176,12 +185,17 @@ class PeerLinks:
                         log.warning("frame claims sender %d on node %d's link", frame.sender, link.node)
                         continue
                     self.frames_received += 1
-                    self.on_frame(frame)
+                    try:
+                        self.on_frame(frame)
+                    except Exception:
+                        log.exception("frame from node %d could not be handled", link.node)
                 elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                     break
         finally:
             if link.ws is ws:
                 link.ws = None
+            if not self._closed:
+                log.info("connection to node %d closed: %s", link.node, ws.exception() or ws.close_code)
             with contextlib.suppress(Exception):
                 await ws.close()
 
