@@ -9,6 +9,8 @@ replicas led by node 4 starved.
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -19,16 +21,24 @@ from .conftest import ClusterFactory
 pytestmark = pytest.mark.slow
 
 
-def admin_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def admin_post(url: str, path: str, body: dict[str, Any], attempts: int = 20) -> dict[str, Any]:
+    """POST an admin step; a 503 (the group is electing or changing) is retried as it says."""
     req = urllib.request.Request(
         url + path,
         data=json.dumps(body).encode(),
         method="POST",
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=20) as resp:
-        result: dict[str, Any] = json.loads(resp.read())
-        return result
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                result: dict[str, Any] = json.loads(resp.read())
+                return result
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(min(float(err.headers.get("Retry-After") or 0.2), 1.0))
+    raise AssertionError("unreachable")
 
 
 def test_restarted_node_finds_a_node_added_after_its_bootstrap(make_cluster: ClusterFactory) -> None:
