@@ -255,23 +255,28 @@ class Runner:
                 f"fault {r.id} {r.kind}/{r.variant}: {p}" for r in env.log.records for p in r.problems
             ]
             summary.harness_errors += workload.stats.harness_errors
-        started = time.monotonic()
-        try:
-            await asyncio.to_thread(cluster.wait_ready, cfg.ready_timeout)
-        except ClusterError as exc:
-            summary.problems.append(f"the cluster did not recover after the faults were healed: {exc}")
-        finals["after_heal"] = await self._read_all(history, keys, "after_heal")
-        summary.phases["recover"] = round(time.monotonic() - started, 1)
 
+        async def settle(started: float, phase: str, read_as: str, failure: str) -> None:
+            """Wait for a ready cluster (a problem if it is not), then read every key back."""
+            try:
+                await asyncio.to_thread(cluster.wait_ready, cfg.ready_timeout)
+            except ClusterError as exc:
+                summary.problems.append(f"{failure}: {exc}")
+            finals[read_as] = await self._read_all(history, keys, read_as)
+            summary.phases[phase] = round(time.monotonic() - started, 1)
+
+        await settle(
+            time.monotonic(),
+            "recover",
+            "after_heal",
+            "the cluster did not recover after the faults were healed",
+        )
         started = time.monotonic()
         await asyncio.to_thread(self._stop_all, cfg.final_restart)
         await asyncio.to_thread(cluster.start)
-        try:
-            await asyncio.to_thread(cluster.wait_ready, cfg.ready_timeout)
-        except ClusterError as exc:
-            summary.problems.append(f"the cluster did not come back after a full restart: {exc}")
-        finals["after_restart"] = await self._read_all(history, keys, "after_restart")
-        summary.phases["restart"] = round(time.monotonic() - started, 1)
+        await settle(
+            started, "restart", "after_restart", "the cluster did not come back after a full restart"
+        )
         if cfg.preload:
             await self._preload(write=False)
         return finals
