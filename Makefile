@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck fmt check-imports sim-long soak torture bench clean tools manifests image test-docker test-kind
+.PHONY: run test lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-reshape clean tools manifests image test-docker test-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,17 @@ soak: $(STAMP)
 ## kvcluster bench against a fresh local 3-node, 3-replica cluster (1 and 32 clients).
 bench: $(STAMP)
 	$(VENV)/bin/kvcluster bench --local 3 --clients 1,32 --duration 10
+
+BENCH_OUT ?= bench-compare.json
+## kvcluster and a 3-member etcd side by side in one run (etcd from Debian's etcd-server).
+bench-compare: $(STAMP)
+	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -qq etcd-server >/dev/null; } || { echo "etcd is needed: apt-get install etcd-server"; exit 1; }
+	$(VENV)/bin/kvcluster bench-compare --json $(BENCH_OUT) $(BENCH_ARGS)
+
+## Throughput kept while a loaded cluster reshapes (3->5 nodes, 4->8 partitions, 32 clients).
+bench-reshape: $(STAMP)
+	$(VENV)/bin/kvcluster bench-reshape --json bench-reshape.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -156,6 +156,9 @@ class Options:
     runtime's writer thread does). 0: the whole cycle runs at once."""
     apply_before_send: bool = False
     """Apply in the storage transaction, before sending (what the runtime's host does)."""
+    send_ahead: bool = True
+    """A leader whose term and vote are already persisted sends its appends and heartbeats
+    right at ``ready()``, before persisting its own new entries (what the runtime's host does)."""
     raise_snapshot: float = 0.5
     """Chance that the runtime raises an outgoing snapshot's index to what it has applied."""
     skew: bool = True
@@ -194,6 +197,7 @@ def random_options(pick: random.Random, **fixed: Any) -> Options:
         crash_in_ready=pick.choice((0.0, 0.01, 0.03)),
         ready_delay=pick.choice((0, 0, 4, 15)),
         apply_before_send=pick.random() < 0.3,
+        send_ahead=pick.random() < 0.8,
     )
     for name, value in fixed.items():
         setattr(opts, name, value)
@@ -946,6 +950,20 @@ class Sim:
                 return
             rd = r.ready()
             self.checker.on_ready(node, rd)
+            if (
+                self.opts.send_ahead
+                and r.role == Role.LEADER
+                and (
+                    rd.hard_state is None
+                    or (rd.hard_state.term, rd.hard_state.vote)
+                    == (node.store.hard.term, node.store.hard.vote)
+                )
+            ):
+                early = (MessageType.APPEND, MessageType.HEARTBEAT)
+                ahead = [m for m in rd.messages if m.type in early]
+                rd.messages = [m for m in rd.messages if m.type not in early]
+                for m in ahead:
+                    self._send(node, m)
             if node.ready_delay is not None:
                 delay = node.ready_delay
             else:

@@ -221,3 +221,53 @@ def run_snapshot_ack_with_divergent_tail(seed: int) -> Sim:
 def test_snapshot_ack_does_not_cover_divergent_tail(seed: int) -> None:
     with replay(seed, "test_snapshot_ack_does_not_cover_divergent_tail"):
         run_snapshot_ack_with_divergent_tail(seed)
+
+
+def _leader_of_three() -> RaftNode:
+    """Node 1 elected leader of {1, 2, 3} at term 1, its Readies persisted up to now."""
+    ld = RaftNode(Config(1, pre_vote=False), random.Random(0), ConfState.of([1, 2, 3]))
+    ld.campaign()
+    ld.advance(ld.ready())  # the vote for itself is on disk
+    ld.step(Message(MessageType.VOTE_RESPONSE, 1, 2, ld.term))
+    assert ld.role.name == "LEADER"
+    return ld
+
+
+def test_leader_counts_its_own_entries_only_once_they_are_on_disk() -> None:
+    """The host sends a leader's appends before its own write finishes (send-ahead).
+
+    That is only safe if the leader's own acknowledgement waits for the write:
+    with one follower's ack and the leader's entry still in flight, a majority
+    does not hold it durably, so it must not commit. Counting the leader at
+    append time, as the core did before send-ahead, commits it here; the
+    simulation catches that too (``send_ahead``: e.g. ``RAFT_SIM_SEED=2001027``
+    of ``test_membership_under_faults`` with 2000 seeds).
+    """
+    ld = _leader_of_three()
+    first = ld.ready()  # the new term's empty entry, with appends to 2 and 3
+    ld.advance(first)
+    ld.step(Message(MessageType.APPEND_RESPONSE, 1, 2, ld.term, index=ld.log.last_index()))
+    base = ld.log.committed
+    _, index = ld.propose(b"x")
+    rd = ld.ready()
+    assert [e.index for e in rd.entries] == [index]
+    appends = [m for m in rd.messages if m.type == MessageType.APPEND]
+    assert 2 in {m.to for m in appends}  # 3 never answered: it is probed, not streamed to
+    # Follower 2 persisted and acknowledged before the leader's own write came back.
+    ld.step(Message(MessageType.APPEND_RESPONSE, 1, 2, ld.term, index=index))
+    assert ld.log.committed == base, "committed with only one durable copy"
+    ld.advance(rd)  # now the leader's copy is on disk too: two of three
+    assert ld.log.committed == index
+    assert [e.index for e in ld.ready().committed_entries] == [index]
+
+
+def test_single_voter_commits_after_its_write() -> None:
+    ld = RaftNode(Config(1, pre_vote=False), random.Random(0), ConfState.of([1]))
+    ld.campaign()
+    ld.advance(ld.ready())
+    assert ld.role.name == "LEADER"
+    _, index = ld.propose(b"x")
+    rd = ld.ready()
+    assert ld.log.committed < index
+    ld.advance(rd)
+    assert ld.log.committed == index

@@ -33,10 +33,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from kvcluster.client import AsyncClient, KVError
+from kvcluster.client import KVError
 from kvcluster.local import LocalCluster
 from kvcluster.local.ports import free_port_block
 
+from .benchstores import Store, open_store
+from .cpusampler import CpuSampler
 from .kvcmds import DEFAULT_ENDPOINT, ENDPOINT_ENV, read_token, split_endpoints, wide_console
 
 WORKLOADS = ("put", "get", "mixed")
@@ -56,6 +58,10 @@ class BenchConfig:
     timeout: float
     warmup: float
     duration: float
+    store: str = "kvcluster"
+    """Which store the loops drive: ``kvcluster`` (its own client) or ``etcd`` (its JSON gateway)."""
+    sequential_puts: bool = False
+    """Puts write new keys in sequence (``<prefix>seq/<loop>/<n>``) instead of random existing ones."""
 
     def key_names(self) -> list[bytes]:
         return [f"{self.key_prefix}{i:08d}".encode() for i in range(self.keys)]
@@ -68,6 +74,8 @@ class Share:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     window: float = 0.0
+    start: float = 0.0
+    """Wall-clock start of the measured window (``time.time()``), to line up server CPU samples."""
 
 
 @dataclass
@@ -83,6 +91,10 @@ class Result:
     p999_ms: float | None
     errors: int
     error_kinds: dict[str, int]
+    server_cpu_us_per_op: float | None = None
+    """Server processes' CPU time (user + system, all threads) in the window, per completed operation."""
+    server_cpu_cores: float | None = None
+    """The same CPU time as cores kept busy on average over the window."""
 
     @classmethod
     def from_shares(cls, workload: str, clients: int, processes: int, shares: list[Share]) -> Result:
@@ -125,7 +137,7 @@ def split_clients(clients: int, processes: int) -> list[int]:
 
 
 async def client_loop(
-    kv: AsyncClient,
+    kv: Store,
     workload: str,
     keys: list[bytes],
     value: bytes,
@@ -133,11 +145,21 @@ async def client_loop(
     end: float,
     rng: random.Random,
     share: Share,
+    sequential: bytes | None = None,
 ) -> None:
-    """Issue operations back to back until ``end``; record those that start in ``[start, end)``."""
+    """Issue operations back to back until ``end``; record those that start in ``[start, end)``.
+
+    With ``sequential`` (a key prefix) puts write fresh keys ``sequential + n``, as a log or an
+    event store would; reads always pick a random existing key.
+    """
+    written = 0
     while (began := time.time()) < end:
-        key = keys[rng.randrange(len(keys))]
         is_put = workload == "put" or (workload == "mixed" and rng.random() < MIXED_PUT_SHARE)
+        if is_put and sequential is not None:
+            key = sequential + b"%010d" % written
+            written += 1
+        else:
+            key = keys[rng.randrange(len(keys))]
         error: str | None = None
         t0 = time.perf_counter()
         try:
@@ -163,14 +185,25 @@ async def run_share(cfg: BenchConfig, workload: str, clients: int, seed: int, st
     keys = cfg.key_names()
     value = random.Random(seed).randbytes(cfg.value_size)
     end = start + cfg.duration
-    async with AsyncClient(cfg.endpoints, cfg.token, timeout=cfg.timeout, pool_size=max(100, clients)) as kv:
+    async with open_store(cfg.store, cfg.endpoints, cfg.token, cfg.timeout, max(100, clients)) as kv:
         await asyncio.gather(
             *(
-                client_loop(kv, workload, keys, value, start, end, random.Random(seed * 1000 + i), share)
+                client_loop(
+                    kv,
+                    workload,
+                    keys,
+                    value,
+                    start,
+                    end,
+                    random.Random(seed * 1000 + i),
+                    share,
+                    f"{cfg.key_prefix}seq/{seed}-{i}/".encode() if cfg.sequential_puts else None,
+                )
                 for i in range(clients)
             )
         )
     share.window = cfg.duration
+    share.start = start
     return share
 
 
@@ -186,9 +219,9 @@ def process_main(
     try:
         barrier.wait(timeout=60)
         share = asyncio.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))
-        results.put((share.latencies, dict(share.errors), share.window))
+        results.put((share.latencies, dict(share.errors), share.window, share.start))
     except BaseException as exc:
-        results.put(([], {f"worker:{type(exc).__name__}": 1}, 0.0))
+        results.put(([], {f"worker:{type(exc).__name__}": 1}, 0.0, 0.0))
         raise
 
 
@@ -217,12 +250,12 @@ def run_in_processes(cfg: BenchConfig, workload: str, clients: int, processes: i
             if remaining <= 0:
                 raise click.ClickException("bench worker processes did not report in time")
             try:
-                latencies, errors, window = results.get(timeout=min(remaining, 1.0))
+                latencies, errors, window, began = results.get(timeout=min(remaining, 1.0))
             except Exception:  # queue.Empty: check the workers are still alive
                 if all(not p.is_alive() for p in procs) and results.empty():
                     raise click.ClickException("bench worker processes died") from None
                 continue
-            shares.append(Share(list(latencies), Counter(errors), float(window)))
+            shares.append(Share(list(latencies), Counter(errors), float(window), float(began)))
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -237,7 +270,7 @@ async def populate(cfg: BenchConfig) -> int:
     value = random.Random(0).randbytes(cfg.value_size)
     failures = 0
     sem = asyncio.Semaphore(POPULATE_CONCURRENCY)
-    async with AsyncClient(cfg.endpoints, cfg.token, timeout=cfg.timeout) as kv:
+    async with open_store(cfg.store, cfg.endpoints, cfg.token, cfg.timeout, POPULATE_CONCURRENCY) as kv:
 
         async def one(key: bytes) -> None:
             nonlocal failures
@@ -251,6 +284,27 @@ async def populate(cfg: BenchConfig) -> int:
     return failures
 
 
+def measure(
+    cfg: BenchConfig, workload: str, clients: int, processes: int, seed: int, cpu: CpuSampler | None = None
+) -> Result:
+    """One workload at one client count; with ``cpu``, the servers' CPU cost per operation too."""
+    procs = len(split_clients(clients, processes))
+    if processes > 1:
+        shares = run_in_processes(cfg, workload, clients, processes, seed)
+    else:
+        shares = [asyncio.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))]
+    result = Result.from_shares(workload, clients, procs, shares)
+    starts = [s.start for s in shares if s.start]
+    if cpu is not None and starts and result.ops:
+        cpu.sample()  # the window has just closed: make sure a sample lies past its end
+        start = min(starts)
+        used = cpu.between(start, start + cfg.duration)
+        if used is not None:
+            result.server_cpu_us_per_op = used / result.ops * 1e6
+            result.server_cpu_cores = used / cfg.duration
+    return result
+
+
 def run_bench(
     cfg: BenchConfig,
     workloads: list[str],
@@ -258,6 +312,7 @@ def run_bench(
     processes: int,
     console: Console | None = None,
     seed: int = 1,
+    cpu: CpuSampler | None = None,
 ) -> list[Result]:
     """Every workload at every client count, in that order; keys populated before the first read."""
     results: list[Result] = []
@@ -274,11 +329,7 @@ def run_bench(
             procs = len(split_clients(clients, processes))
             if console:
                 console.print(f"{workload}: {clients} clients, {procs} process(es), {cfg.duration:g} s ...")
-            if processes > 1:
-                shares = run_in_processes(cfg, workload, clients, processes, seed)
-            else:
-                shares = [asyncio.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))]
-            results.append(Result.from_shares(workload, clients, procs, shares))
+            results.append(measure(cfg, workload, clients, processes, seed, cpu))
             seed += 1
     return results
 

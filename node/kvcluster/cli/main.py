@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .bench import bench_command
+from .benchcompare import bench_compare_command
+from .benchreshape import bench_reshape_command
 from .kvcmds import KV_COMMANDS
 from .localcmd import local_command
 from .nodecmd import node_command
@@ -23,6 +25,8 @@ cli.add_command(local_command)
 for _command in KV_COMMANDS:
     cli.add_command(_command)
 cli.add_command(bench_command)
+cli.add_command(bench_compare_command)
+cli.add_command(bench_reshape_command)
 cli.add_command(torture_command)
 cli.add_command(reshape_command)
 

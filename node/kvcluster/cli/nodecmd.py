@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -81,6 +82,13 @@ def read_secret(path: str | None, value: str | None) -> str | None:
     show_default=True,
     help="Seconds between leadership rebalancing rounds when no reshape runs (0: off).",
 )
+@click.option(
+    "--event-loop",
+    type=click.Choice(["uvloop", "asyncio"]),
+    default="uvloop",
+    show_default=True,
+    help="uvloop (libuv) spends about a third less CPU per request than asyncio's own loop.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def node_command(
     node_id: int | None,
@@ -105,6 +113,7 @@ def node_command(
     request_timeout: float,
     snapshot_entries: int,
     balance_interval: float,
+    event_loop: str,
     log_level: str,
 ) -> None:
     """Run one storage node in the foreground until SIGTERM or Ctrl-C.
@@ -148,7 +157,20 @@ def node_command(
         balance_interval_s=balance_interval,
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
     )
-    code = asyncio.run(serve(cfg))
+    with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+        code = runner.run(serve(cfg))
     if code:
         logging.shutdown()
         os._exit(code)  # storage failure: do not wait on a writer thread stuck on a dead disk
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop to run the node on; asyncio's own where uvloop is not installed."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger(__name__).warning("uvloop is not installed; using asyncio's event loop")
+            return None
+        return uvloop.new_event_loop
+    return None

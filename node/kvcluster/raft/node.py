@@ -316,6 +316,7 @@ class RaftNode:
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            self._self_persisted()
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
             if (
@@ -523,7 +524,8 @@ class RaftNode:
             for n in self.conf.members
         }
         if self.id in self.progress:
-            self.progress[self.id].match = last
+            # Only what is on disk counts towards a commit (see ``advance``).
+            self.progress[self.id].match = min(last, self.log.stable)
 
     def _become_follower(self, term: int, leader: int) -> None:
         self._reset(term)
@@ -619,8 +621,18 @@ class RaftNode:
         entry.term = self.term
         entry.index = self.log.last_index() + 1
         self.log.append([entry])
-        self.progress[self.id].maybe_update(entry.index)
-        self._maybe_commit()
+
+    def _self_persisted(self) -> None:
+        """The leader's own acknowledgement: its entries count once they are on disk, not before.
+
+        So the runtime may send a leader's appends before its own write finishes
+        (Raft thesis §10.2.1, etcd's async storage writes): the disk writes of
+        leader and followers overlap, and an entry is still only committed when
+        a majority holds it durably.
+        """
+        pr = self.progress.get(self.id) if self.role == Role.LEADER else None
+        if pr is not None and pr.maybe_update(self.log.stable) and self._maybe_commit():
+            self.broadcast_pending = True
 
     def _maybe_commit(self) -> bool:
         matches = sorted((p.match for n, p in self.progress.items() if n in self.conf.voters), reverse=True)

@@ -295,9 +295,12 @@ class RaftHost:
                 batch.export.append(r.partition)
             if g:
                 batch.groups.append(g)
+            if r.is_leader and not g.vote_changed:
+                rd.messages = self._send_ahead(r, rd.messages)
             work.append((r, rd, g))
         if not work and not batch:
             return
+        self.links.flush()
         if batch:
             started = time.perf_counter()
             result = await self.store.write(batch)
@@ -378,6 +381,23 @@ class RaftHost:
             or any(r.core.has_ready() for r in self.replicas.values())
         ):
             self.wake()
+
+    def _send_ahead(self, r: Replica, messages: list[Message]) -> list[Message]:
+        """Send a leader's appends and heartbeats now, before its own write; return the rest.
+
+        The leader counts its own entries only once they are on disk (the Raft
+        core's ``advance``), so followers may persist them at the same time as
+        the leader does: one disk write's latency per commit instead of two.
+        Its term and vote are already durable (``vote_changed`` is false), which
+        is all these messages depend on.
+        """
+        later: list[Message] = []
+        for m in messages:
+            if m.type in (MessageType.APPEND, MessageType.HEARTBEAT):
+                self.links.send(r.partition, m)
+            else:
+                later.append(m)
+        return later
 
     def _prepare_install(self, r: Replica, rd: Ready, g: GroupWrite, batch: Batch) -> None:
         incoming = r.incoming_snapshot

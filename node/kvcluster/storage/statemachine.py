@@ -133,21 +133,41 @@ class StateMachine:
         self.conn = conn
 
     def apply(self, state: AppliedState, entries: list[Entry]) -> ApplyResult:
+        """Apply ``entries`` in order; the state is rebuilt once per run of writes, not per entry.
+
+        Writes change only the applied position and the revision, so a run of
+        them is tracked in locals and folded into a new ``AppliedState`` before
+        any other command (which may read or change the descriptor) and at the end.
+        """
         result = ApplyResult(state)
+        index, term, revision = state.applied_index, state.applied_term, state.revision
         for entry in entries:
-            if entry.index <= result.state.applied_index:
+            if entry.index <= index:
                 continue  # re-delivered after a restart: already in the state
+            cmd = commands.decode(entry.data) if entry.kind != EntryKind.CONF_CHANGE else None
+            if isinstance(cmd, Put | Delete):
+                outcome, revision = self._apply_write(result.state, revision, cmd)
+                index, term = entry.index, entry.term
+                result.applied.append(Applied(entry.term, entry.index, outcome))
+                continue
+            result.state = result.state.advanced(index, term, revision=revision)
             if entry.kind == EntryKind.CONF_CHANGE:
                 cc = ConfChange.decode(entry.data)
                 result.state = self._apply_conf_change(result.state, cc, entry)
                 result.applied.append(Applied(entry.term, entry.index, Outcome(), cc))
-                continue
-            cmd = commands.decode(entry.data)
-            outcome = Outcome()
-            if cmd is not None:
-                outcome = self._apply_command(result, cmd, entry)
-            result.state = result.state.advanced(entry.index, entry.term)
-            result.applied.append(Applied(entry.term, entry.index, outcome))
+            else:
+                outcome = Outcome()
+                if cmd is not None:
+                    outcome = self._apply_command(result, cmd, entry)
+                result.state = result.state.advanced(entry.index, entry.term)
+                result.applied.append(Applied(entry.term, entry.index, outcome))
+            index, term, revision = (
+                result.state.applied_index,
+                result.state.applied_term,
+                result.state.revision,
+            )
+        if (index, revision) != (result.state.applied_index, result.state.revision):
+            result.state = result.state.advanced(index, term, revision=revision)
         if entries:
             save_applied(self.conn, result.state)
         return result
@@ -156,7 +176,7 @@ class StateMachine:
         state = result.state
         match cmd:
             case Put() | Delete():
-                outcome, revision = self._apply_write(state, cmd)
+                outcome, revision = self._apply_write(state, state.revision, cmd)
                 result.state = state.advanced(state.applied_index, state.applied_term, revision=revision)
                 return outcome
             case Split(new_id, epoch):
@@ -197,23 +217,28 @@ class StateMachine:
                 result.state = state.advanced(state.applied_index, state.applied_term, meta=meta)
                 return Outcome(body=answer)
 
-    def _apply_write(self, state: AppliedState, cmd: Put | Delete) -> tuple[Outcome, int]:
+    def _apply_write(self, state: AppliedState, revision: int, cmd: Put | Delete) -> tuple[Outcome, int]:
+        """One put or delete at the partition's current ``revision``; returns the outcome and the new one.
+
+        ``state`` supplies the descriptor and the frozen flag, which writes never change.
+        """
         h = key_hash(cmd.key)
         if not state.descriptor.range.contains(h):
-            return Outcome(code="wrong_range", descriptor=state.descriptor), state.revision
+            return Outcome(code="wrong_range", descriptor=state.descriptor), revision
         if state.frozen:
-            return Outcome(code="frozen", descriptor=state.descriptor), state.revision
-        row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (cmd.key,)).fetchone()
-        current = int(row[0]) if row else 0
-        if cmd.if_version is not None and cmd.if_version != current:
-            return Outcome(version=current, code="version_conflict"), state.revision
-        if isinstance(cmd, Delete):
-            if row is None:
-                return Outcome(code="not_found"), state.revision
-            revision = state.revision + 1
-            self.conn.execute("DELETE FROM kv WHERE key = ?", (cmd.key,))
-            return Outcome(version=revision), revision
-        revision = state.revision + 1
+            return Outcome(code="frozen", descriptor=state.descriptor), revision
+        if cmd.if_version is not None or isinstance(cmd, Delete):  # a blind put reads nothing
+            row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (cmd.key,)).fetchone()
+            current = int(row[0]) if row else 0
+            if cmd.if_version is not None and cmd.if_version != current:
+                return Outcome(version=current, code="version_conflict"), revision
+            if isinstance(cmd, Delete):
+                if row is None:
+                    return Outcome(code="not_found"), revision
+                revision += 1
+                self.conn.execute("DELETE FROM kv WHERE key = ?", (cmd.key,))
+                return Outcome(version=revision), revision
+        revision += 1
         self.conn.execute(
             "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)",
             (cmd.key, to_db_hash(h), cmd.value, revision),

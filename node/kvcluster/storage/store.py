@@ -30,6 +30,8 @@ from .snapshots import export_snapshot, install_snapshot
 from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
 
 WAL_SIZE_LIMIT = 16 << 20
+INLINE_MAX_ENTRIES = 64
+"""At most this many entries in a batch committed on the event loop's thread (see ``Store._inline``)."""
 
 
 @dataclass(slots=True)
@@ -168,8 +170,34 @@ class Store:
     # ---- the write path ------------------------------------------------------------------------
 
     async def write(self, batch: Batch) -> BatchResult:
+        if self._inline(batch):
+            return self._write(batch)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._write, batch)
+
+    def _inline(self, batch: Batch) -> bool:
+        """Whether ``batch`` is cheap enough to commit on the event loop's own thread.
+
+        A batch that needs no fsync and only applies a few committed entries
+        (the turn after a commit, at low load) takes tens of microseconds;
+        handing it to the writer thread and back costs more than that in CPU
+        and latency. The host runs one batch at a time, so the writer connection
+        is never used from two threads at once. Anything that syncs, or may be
+        large (snapshots, compaction, creating or dropping replicas), still goes
+        to the writer thread.
+        """
+        if self.durability == Durability.FSYNC and batch.must_sync:
+            return False
+        if batch.create or batch.destroy or batch.export or batch.node_values:
+            return False
+        budget = INLINE_MAX_ENTRIES
+        for g in batch.groups:
+            if g.snapshot is not None or g.compact is not None:
+                return False
+            budget -= len(g.entries) + len(g.committed)
+            if budget < 0:
+                return False
+        return True
 
     def write_sync(self, batch: Batch) -> BatchResult:
         return self._executor.submit(self._write, batch).result()
