@@ -99,3 +99,29 @@ def test_data_dir_mode_takes_a_partial_target(make_cluster: ClusterFactory) -> N
         assert shape(kv) == ([1, 2, 3], 6, {3})
     listed = reshape("--data-dir", str(cluster.base_dir), "--nodes", "1,2")
     assert listed.exit_code == 2 and "--nodes is a count" in listed.stderr
+
+
+def test_grow_and_shrink_while_the_user_runs_the_node_processes(make_cluster: ClusterFactory) -> None:
+    """With -e the command never starts or stops a node: the user does (here: the test)."""
+    cluster = make_cluster(nodes=3, partitions=4, replicas=3)
+    url = cluster.urls()[0]
+    with SyncClient(cluster.urls()) as kv:
+        for key, value in KEYS.items():
+            kv.put(key, value)
+        added = cluster.add_node()  # joins holding nothing
+        cluster.wait_ready(nodes=[added.id])
+        cluster.wait_for(lambda: added.id in shape(kv)[0], 30, "node 4 to join")
+
+        grow = reshape("-e", url, "--nodes", "4")
+        assert grow.exit_code == 0, grow.output
+        assert "-> nodes [1, 2, 3, 4], 4 partitions, 3 replicas" in grow.stderr
+        node4 = kv.admin_node(added.id)
+        assert node4 is not None and node4["replicas"] > 0, node4
+
+        shrink = reshape("-e", url, "--nodes", "3")
+        assert shrink.exit_code == 0, shrink.output
+        assert "nodes [4] hold no data now: stop their processes" in shrink.stderr
+        node4 = kv.admin_node(added.id)
+        assert node4 is not None and node4["replicas"] == 0, node4
+        assert added.alive(), "the command stopped a node process it does not own"
+        assert_keys_readable(kv)

@@ -305,6 +305,10 @@ def _follow(client: SyncClient, console: Console, timeout: float, expect: str | 
         except TimeoutError as exc:
             console.print(f"[red]{escape(str(exc))}[/]")
             raise click.exceptions.Exit(EXIT_FAILED) from None
+        except KeyboardInterrupt:
+            # Only the watching stops: the job lives in the cluster's meta group and carries on.
+            console.print("stopped following; the job goes on (`kvcluster reshape -e URL --wait` follows it)")
+            raise click.exceptions.Exit(130) from None
     if expect is not None and job.get("id") not in (None, expect):
         console.print(f"[red]job {expect} was replaced by job {job.get('id')}[/] (another reshape)")
         raise click.exceptions.Exit(EXIT_FAILED)
