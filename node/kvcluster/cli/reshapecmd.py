@@ -197,47 +197,58 @@ def reshape_command(
             raise click.UsageError("with --data-dir, --nodes is a count (the lowest ids stay)")
     console = Console(stderr=True, soft_wrap=True)
     urls = split_endpoints(endpoints) if remote else sup.endpoints() if sup else []
-    with SyncClient(urls, read_token(token, token_file)) as client, _errors(console):
+    with _errors(console), SyncClient(urls, read_token(token, token_file)) as client:
         if show_status:
             print_status(client)
-            return
-        if wait_only:
-            job = _follow(client, console, timeout, expect=None)
-            _finish(console, job, None, None)
-            return
-        admin_map = client.admin_map()
-        before = current_shape(admin_map, client.reshape_status())
-        if sup is not None:
-            _local(client, sup, console, before, nodes, partitions, replicas, timeout)
-            return
-        target = complete(before, known_nodes(admin_map), nodes, partitions, replicas)
-        try:
-            submitted = client.reshape(list(target.nodes), target.partitions, target.replicas)
-        except BadRequest as exc:
-            raise Refused(exc.message) from None
-        except Conflict as exc:
-            joined = exc.code == "nodes_not_joined"
-            hint = "; start them first (with -e they are yours to run)" if joined else ""
-            raise Refused(exc.message + hint) from None
-        job_id = str(submitted.get("job") or submitted.get("id"))
-        console.print(f"reshape job {job_id}: {before} -> {target}")
-        if no_wait:
-            click.echo(job_id)
-            return
-        job = _follow(client, console, timeout, expect=job_id)
-        _finish(console, job, before, target)
+        elif wait_only:
+            _finish(console, _follow(client, console, timeout, expect=None), None, None)
+        elif sup is not None:
+            _local(client, sup, console, nodes, partitions, replicas, timeout)
+        else:
+            _remote(client, console, nodes, partitions, replicas, no_wait=no_wait, timeout=timeout)
+
+
+def _remote(
+    client: SyncClient,
+    console: Console,
+    nodes: NodeSpec | None,
+    partitions: int | None,
+    replicas: int | None,
+    *,
+    no_wait: bool,
+    timeout: float,
+) -> None:
+    """Complete the target from the cluster, submit it, follow the job unless --no-wait."""
+    admin_map = client.admin_map()
+    before = current_shape(admin_map, client.reshape_status())
+    target = complete(before, known_nodes(admin_map), nodes, partitions, replicas)
+    try:
+        submitted = client.reshape(list(target.nodes), target.partitions, target.replicas)
+    except BadRequest as exc:
+        raise Refused(exc.message) from None
+    except Conflict as exc:
+        joined = exc.code == "nodes_not_joined"
+        hint = "; start them first (with -e they are yours to run)" if joined else ""
+        raise Refused(exc.message + hint) from None
+    job_id = str(submitted.get("job") or submitted.get("id"))
+    console.print(escape(f"reshape job {job_id}: {before} -> {target}"))
+    if no_wait:
+        click.echo(job_id)
+        return
+    _finish(console, _follow(client, console, timeout, expect=job_id), before, target)
 
 
 def _local(
     client: SyncClient,
     sup: ControlFileSupervisor,
     console: Console,
-    before: Shape,
     nodes: NodeSpec | None,
     partitions: int | None,
     replicas: int | None,
     timeout: float,
 ) -> None:
+    """Through the running `kvcluster local`: it starts the nodes first and stops drained ones after."""
+    before = current_shape(client.admin_map(), client.reshape_status())
     count = nodes.count if nodes is not None and nodes.count is not None else len(before.nodes)
     want_partitions = partitions if partitions is not None else before.partitions
     want_replicas = replicas if replicas is not None else before.replicas
@@ -272,6 +283,9 @@ def _errors(console: Console) -> Iterator[None]:
     except KVError as exc:
         console.print(f"[red]error:[/] {escape(exc.code)}: {escape(exc.message)}")
         raise click.exceptions.Exit(EXIT_ERROR) from None
+    except ValueError as exc:  # e.g. an endpoint that is not a URL
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise click.exceptions.Exit(EXIT_REFUSED) from None
 
 
 @contextmanager
