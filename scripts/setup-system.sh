@@ -19,6 +19,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # check|package|who needs it. A check is a command name, or `pkg:NAME` (dpkg says installed),
 # or `py:MODULE` (python3 imports it).
 NEEDS=(
+    "make|make|.ci/run: make test"
     "python3|python3|make: the virtualenv"
     "py:ensurepip|python3-venv|make: python3 -m venv"
     "ip|iproute2|torture: network namespaces (partition nemesis)"
