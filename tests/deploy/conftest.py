@@ -76,5 +76,5 @@ def shellcheck() -> Path:
 def check_jsonschema() -> Path:
     found = which("check-jsonschema", Path(sys.executable).parent)
     if found is None:
-        pytest.skip("check-jsonschema is not installed (pip install check-jsonschema, a dev dependency)")
+        cannot_run("check-jsonschema is not installed (pip install check-jsonschema, a dev dependency)")
     return found
