@@ -95,8 +95,9 @@ class Refused(Exception):
     """The target cannot be submitted; nothing was changed."""
 
 
-def complete(current: Shape, known: list[int], nodes: NodeSpec | None, partitions: int | None,
-             replicas: int | None) -> Shape:  # fmt: skip
+def complete(
+    current: Shape, known: list[int], nodes: NodeSpec | None, partitions: int | None, replicas: int | None
+) -> Shape:
     """The target: what was given, the rest from the current shape."""
     return Shape(
         nodes.resolve(known) if nodes is not None else current.nodes,
