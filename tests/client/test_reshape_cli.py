@@ -108,5 +108,7 @@ async def test_usage_errors() -> None:
     assert (await invoke("-e", "http://127.0.0.1:1", "--status", "--wait")).exit_code == 2
     assert (await invoke("-e", "http://127.0.0.1:1")).exit_code == 2  # nothing to change
     assert (await invoke("-e", "http://127.0.0.1:1", "--nodes", "x,y")).exit_code == 2
+    assert (await invoke("-e", "http://127.0.0.1:1", "--forget", "4", "--wait")).exit_code == 2
+    assert (await invoke("-e", "http://127.0.0.1:1", "--forget", "4", "--nodes", "3")).exit_code == 2
     missing = await invoke("--data-dir", "/nonexistent-kvcluster", "--partitions", "4")
     assert missing.exit_code == 2 and "no local cluster" in missing.stderr

@@ -1,5 +1,6 @@
 """``kvcluster reshape`` against real node processes: -e URL with partial targets, --status,
---no-wait then --wait, refusals; and the --data-dir mode of a local cluster."""
+--no-wait then --wait, refusals, growing onto and shrinking off (then --forget) a node the user
+runs; and the --data-dir mode of a local cluster."""
 
 from __future__ import annotations
 
@@ -121,7 +122,18 @@ def test_grow_and_shrink_while_the_user_runs_the_node_processes(make_cluster: Cl
         shrink = reshape("-e", url, "--nodes", "3")
         assert shrink.exit_code == 0, shrink.output
         assert "nodes [4] hold no data now: stop their processes" in shrink.stderr
+        assert "--forget 4" in shrink.stderr
         node4 = kv.admin_node(added.id)
         assert node4 is not None and node4["replicas"] == 0, node4
         assert added.alive(), "the command stopped a node process it does not own"
         assert_keys_readable(kv)
+
+        # Forgetting a node whose process still runs is refused: it would register again.
+        early = reshape("-e", url, "--forget", "4")
+        assert early.exit_code == 2 and "still answers" in early.stderr, early.output
+        assert 4 in shape(kv)[0]
+        cluster.stop_node(added.id)
+        forgot = reshape("-e", url, "--forget", "4")
+        assert forgot.exit_code == 0, forgot.output
+        assert "forgot node 4" in forgot.stderr
+        assert shape(kv) == ([1, 2, 3], 4, {3})

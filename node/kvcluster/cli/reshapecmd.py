@@ -76,19 +76,30 @@ def parse_nodes(ctx: click.Context, param: click.Parameter, value: str | None) -
     """``--nodes 5`` (a count) or ``--nodes 1,2,4`` / ``--nodes 4,`` (ids)."""
     if value is None:
         return None
-    text = value.strip()
+    if "," in value:
+        return NodeSpec(ids=parse_ids(value))
     try:
-        if "," not in text:
-            count = int(text)
-            if not 1 <= count <= 64:
-                raise click.BadParameter(f"a node count is 1..64, not {count}")
-            return NodeSpec(count=count)
-        ids = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+        count = int(value)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is neither a count nor a list of node ids") from None
+        raise click.BadParameter(f"{value!r} is neither a count nor a list of node ids") from None
+    if not 1 <= count <= 64:
+        raise click.BadParameter(f"a node count is 1..64, not {count}")
+    return NodeSpec(count=count)
+
+
+def parse_forget(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    return None if value is None else parse_ids(value)
+
+
+def parse_ids(value: str) -> tuple[int, ...]:
+    """``4`` or ``4,5`` or ``4,``: node ids, sorted, each once."""
+    try:
+        ids = tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of node ids") from None
     if not ids or min(ids) < 1:
-        raise click.BadParameter(f"{text!r}: node ids are positive integers")
-    return NodeSpec(ids=ids)
+        raise click.BadParameter(f"{value!r}: node ids are positive integers")
+    return ids
 
 
 class Refused(Exception):
@@ -125,6 +136,12 @@ def complete(
 @click.option("--wait", "wait_only", is_flag=True, help="Follow the running job until it ends.")
 @click.option("--no-wait", is_flag=True, help="Submit the target, print the job id, do not follow.")
 @click.option(
+    "--forget",
+    metavar="ID,ID,...",
+    callback=parse_forget,
+    help="Drop drained nodes whose processes you stopped from the cluster's node list.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("data"),
@@ -157,6 +174,7 @@ def reshape_command(
     show_status: bool,
     wait_only: bool,
     no_wait: bool,
+    forget: tuple[int, ...] | None,
     data_dir: Path,
     token: str | None,
     token_file: str | None,
@@ -168,18 +186,22 @@ def reshape_command(
       kvcluster reshape -e http://node:7000 --partitions 16     # any cluster
       kvcluster reshape -e http://node:7000 --status            # the job, once
       kvcluster reshape -e http://node:7000 --wait              # follow it to the end
+      kvcluster reshape -e http://node:7000 --forget 4          # a drained node, once stopped
       kvcluster reshape --nodes 5                               # a `kvcluster local` in ./data
 
     The cluster moves replicas and leaders, splits or merges partitions, while clients keep
     reading and writing; this command follows the job with a progress bar.
     """
     has_target = (nodes, partitions, replicas) != (None, None, None)
-    if show_status and wait_only:
-        raise click.UsageError("--status and --wait exclude each other")
-    if (show_status or wait_only) and (has_target or no_wait):
-        raise click.UsageError("--status and --wait take no target: they watch the job that runs")
-    if not (show_status or wait_only or has_target):
-        raise click.UsageError("give --nodes, --partitions or --replicas (or --status, --wait)")
+    actions = [
+        name for name, on in (("--status", show_status), ("--wait", wait_only), ("--forget", forget)) if on
+    ]
+    if len(actions) > 1:
+        raise click.UsageError(f"{' and '.join(actions)} exclude each other")
+    if actions and (has_target or no_wait):
+        raise click.UsageError(f"{actions[0]} takes no target")
+    if not (actions or has_target):
+        raise click.UsageError("give --nodes, --partitions or --replicas (or --status, --wait, --forget)")
     given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     e_source, d_source = ctx.get_parameter_source("endpoints"), ctx.get_parameter_source("data_dir")
     if e_source == d_source == ParameterSource.COMMANDLINE:
@@ -201,6 +223,8 @@ def reshape_command(
     with _errors(console), SyncClient(urls, read_token(token, token_file)) as client:
         if show_status:
             print_status(client)
+        elif forget:
+            forget_nodes(client, console, forget)
         elif wait_only:
             _finish(console, _follow(client, console, timeout, expect=None), None, None)
         elif sup is not None:
@@ -343,9 +367,28 @@ def _finish(console: Console, job: dict[str, Any], before: Shape | None, target:
     dropped = sorted(set(before.nodes) - set(target.nodes)) if before and target else []
     if dropped:
         console.print(
-            f"nodes {dropped} hold no data now: stop their processes, then forget them "
-            "(POST /v1/admin/nodes/ID/forget)"
+            f"nodes {dropped} hold no data now: stop their processes, then "
+            f"`kvcluster reshape -e URL --forget {','.join(map(str, dropped))}`"
         )
+
+
+def forget_nodes(client: SyncClient, console: Console, ids: tuple[int, ...]) -> None:
+    """Forget drained nodes, but only once their processes are gone: a running node joins again."""
+    for node_id in ids:
+        info = client.admin_node(node_id)
+        if info is None:
+            console.print(f"node {node_id} is not a member of the cluster")
+            continue
+        if info.get("reachable"):
+            raise Refused(
+                f"node {node_id} still answers at {info.get('url')}: stop its process first "
+                "(a running node registers itself again)"
+            )
+        try:
+            client.forget_node(node_id)
+        except Conflict as exc:
+            raise Refused(f"{exc.message}; reshape it away first (--nodes)") from None
+        console.print(f"forgot node {node_id}")
 
 
 def _target(job: dict[str, Any]) -> str:
