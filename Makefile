@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-reshape clean tools manifests image test-docker test-kind
+.PHONY: run test system test-tools lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-reshape clean tools manifests image test-docker test-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/kvcluster local --data-dir data
 
-## Everything: lint, types, layering, the whole test suite.
-test: $(STAMP) lint typecheck check-imports
+## Everything: lint, types, layering, the whole test suite (first installs what the suites need).
+test: system $(STAMP) test-tools lint typecheck check-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## The Debian packages the suites need (iptables, chromium, ...): apt-get as root, else a list of what is missing.
+system:
+	@scripts/setup-system.sh
+
+## helm, kubectl, helm3, hadolint into .tools/bin for the chart and lint tests.
+test-tools: $(STAMP)
+	@scripts/setup-system.sh --tools
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check node operator tests
@@ -77,9 +85,8 @@ bench: $(STAMP)
 
 BENCH_OUT ?= bench-compare.json
 ## kvcluster and a 3-member etcd side by side in one run (etcd from Debian's etcd-server).
-bench-compare: $(STAMP)
-	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get install -y -qq etcd-server >/dev/null; } || { echo "etcd is needed: apt-get install etcd-server"; exit 1; }
+bench-compare: system $(STAMP)
+	@command -v etcd >/dev/null || { echo "etcd is needed: apt-get install etcd-server"; exit 1; }
 	$(VENV)/bin/kvcluster bench-compare --json $(BENCH_OUT) $(BENCH_ARGS)
 
 ## Throughput kept while a loaded cluster reshapes (3->5 nodes, 4->8 partitions, 32 clients).

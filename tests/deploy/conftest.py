@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import cannot_run
 from tests.optin import deselect, requested
 
 from .support import REPO, SCRIPTS, run, which
@@ -29,10 +30,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _install(*tools: str) -> Path:
-    """Run scripts/install-tools.sh for the tools; skip (with its error) when it cannot."""
+    """Run scripts/install-tools.sh for the tools (``make test`` already did); skip or fail when it cannot."""
     result = run(["bash", SCRIPTS / "install-tools.sh", *tools], timeout=600)
     if result.returncode != 0:
-        pytest.skip(f"scripts/install-tools.sh {' '.join(tools)} failed: {result.stderr.strip()[-800:]}")
+        cannot_run(f"scripts/install-tools.sh {' '.join(tools)} failed: {result.stderr.strip()[-800:]}")
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -67,7 +68,7 @@ def shellcheck() -> Path:
         _install("shellcheck")
         found = which("shellcheck")
     if found is None:
-        pytest.skip("shellcheck is not installed and scripts/install-tools.sh could not install it")
+        cannot_run("shellcheck is not installed and scripts/install-tools.sh could not install it")
     return found
 
 
@@ -75,5 +76,5 @@ def shellcheck() -> Path:
 def check_jsonschema() -> Path:
     found = which("check-jsonschema", Path(sys.executable).parent)
     if found is None:
-        pytest.skip("check-jsonschema is not installed (pip install check-jsonschema, a dev dependency)")
+        cannot_run("check-jsonschema is not installed (pip install check-jsonschema, a dev dependency)")
     return found

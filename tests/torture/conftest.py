@@ -20,6 +20,7 @@ import pytest
 from kvcluster.local import netns
 from kvcluster.torture import Config, Summary, Timing, run
 from kvcluster.torture import disk as disk_mod
+from tests.environment import must_run
 from tests.optin import deselect, requested
 
 TEST_TIMING = Timing(hold=(2.0, 3.5), pause_hold=(3.0, 4.0), settle=1.0, rejoin_timeout=45.0)
@@ -93,6 +94,10 @@ def torture(tmp_path: Path) -> Torture:
         config = Config(out=tmp_path / "run", nemeses=nemeses, duration=duration, seed=seed, **settings)
         summary = run(config)
         print(json.dumps(summary.to_dict(), indent=1, default=str)[:20000])
+        if summary.skipped_nemeses and must_run():
+            # The runner skips a nemesis it cannot inject and the run still passes; here that
+            # would hide a broken setup behind a green suite.
+            pytest.fail(f"nemeses skipped as root: {summary.skipped_nemeses}", pytrace=False)
         return summary
 
     return go

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kvcluster.torture import replay
+from tests.environment import cannot_run
 
 from .conftest import Torture, assert_clean, disk_skip_reason, faults, netns_skip_reason
 
@@ -43,8 +44,7 @@ def test_pause(torture: Torture) -> None:
 def test_partition(torture: Torture) -> None:
     reason = netns_skip_reason()
     if reason:
-        print(f"SKIP partition: {reason}")
-        pytest.skip(reason)
+        cannot_run(f"partition: {reason}")
     summary = torture(("partition",), seed=303)
     assert_clean(summary)
     assert summary.cluster["network"].startswith("namespaces"), summary.cluster
@@ -60,8 +60,7 @@ def test_partition(torture: Torture) -> None:
 def test_disk(torture: Torture, tmp_path: Path) -> None:
     reason = disk_skip_reason(tmp_path)
     if reason:
-        print(f"SKIP disk: {reason}")
-        pytest.skip(reason)
+        cannot_run(f"disk: {reason}")
     # Ends with a power cut of the whole cluster: every acknowledged write must have been fsynced.
     summary = torture(
         ("disk",), seed=404, variants={"disk": ("full", "unwritable")}, final_restart="power-cut"
@@ -97,8 +96,7 @@ def test_the_checks_catch_a_store_that_does_not_fsync(torture: Torture, tmp_path
     cluster loses acknowledged writes, and the run must say so -- otherwise the checks prove nothing."""
     reason = disk_skip_reason(tmp_path)
     if reason:
-        print(f"SKIP power cut: {reason}")
-        pytest.skip(reason)
+        cannot_run(f"power cut: {reason}")
     summary = torture(
         (), seed=606, duration=8.0, final_restart="power-cut", node_args=["--durability", "relaxed"]
     )

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from kvcluster.local import netns
+from tests.environment import cannot_run
 
 from .conftest import netns_skip_reason
 
@@ -30,8 +31,7 @@ PROBE = (
 def network() -> Iterator[netns.Network]:
     reason = netns_skip_reason()
     if reason:
-        print(f"SKIP network namespaces: {reason}")
-        pytest.skip(reason)
+        cannot_run(f"network namespaces: {reason}")
     net = netns.Network.allocate()
     listeners: list[subprocess.Popen[bytes]] = []
     try:
@@ -86,7 +86,7 @@ def test_bridge(network: netns.Network) -> None:
 def test_destroy_removes_everything_and_stale_networks_are_cleaned() -> None:
     reason = netns_skip_reason()
     if reason:
-        pytest.skip(reason)
+        cannot_run(f"network namespaces: {reason}")
     net = netns.Network.allocate()
     net.add_node(1)
     names = {net.router, net.namespace(1)}

@@ -15,6 +15,7 @@ from .aio import AsyncClient, Consistency, normalise_endpoint, parse_retry_after
 from .codec import Item, Key, Page, decode_item, encode_item, quote_bytes
 from .errors import (
     BadRequest,
+    Conflict,
     KVError,
     NotFound,
     OutcomeUnknown,
@@ -29,6 +30,7 @@ from .sync import SyncClient
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "Conflict",
     "Consistency",
     "Item",
     "KVError",

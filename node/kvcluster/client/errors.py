@@ -84,6 +84,13 @@ class VersionConflict(KVError):
         self.current_version = current_version
 
 
+class Conflict(KVError):
+    """409 other than a lost compare-and-set: the request clashes with the cluster's state (e.g. an
+    admin call naming nodes that have not joined yet); ``code`` says which."""
+
+    default_code = "conflict"
+
+
 class TooLarge(KVError):
     """413: the key or the value exceeds the cluster's limit."""
 
@@ -161,6 +168,8 @@ def error_from_response(
         except (TypeError, ValueError):
             current_version = 0
         return VersionConflict(message or "version conflict", current_version=current_version, **common)
+    if status == 409:
+        return Conflict(message or "conflict", **common)
     if status == 503:
         return Unavailable(message or "unavailable", retry_after=retry_after, **common)
     if status == 404 and code not in (None, "not_found"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvcluster.client import KVError, SyncClient
+from kvcluster.client.reshape import follow
 
 from .cluster import CLUSTER_FILE, ClusterError, LocalCluster
 
@@ -188,20 +189,10 @@ def _drained(client: SyncClient, node_id: int) -> Callable[[], bool]:
 def _follow(
     client: SyncClient, timeout: float, on_progress: Callable[[dict[str, Any]], None] | None
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            job = client.reshape_status()
-        except KVError:
-            time.sleep(0.5)  # the meta group may be changing leader; keep following
-            continue
-        if on_progress is not None:
-            on_progress(job)
-        if job.get("state") in ("done", "failed", "idle"):
-            return job
-        time.sleep(0.25)
-    raise ClusterError(f"reshape still running after {timeout}s: {job}")
+    try:
+        return follow(client, timeout, on_progress)
+    except TimeoutError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
