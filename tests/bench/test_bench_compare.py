@@ -15,6 +15,7 @@ from kvcluster.cli.bench import Result
 from kvcluster.cli.benchcompare import compare_rows
 from kvcluster.cli.cpusampler import CpuSampler, process_cpu_seconds
 from kvcluster.local.etcd import etcd_binary
+from tests.environment import cannot_run
 
 
 def result(workload: str, clients: int, ops_per_s: float, cpu: float | None) -> Result:
@@ -61,9 +62,7 @@ def test_cpu_sampler_measures_a_busy_process_and_not_an_idle_one() -> None:
 
 def test_bench_compare_runs_both_stores_and_writes_the_table(tmp_path: Path) -> None:
     if etcd_binary() is None:
-        if os.geteuid() == 0:
-            pytest.fail("etcd is missing although the project's setup installs it as root (etcd-server)")
-        pytest.skip("etcd is not installed and this is not root: apt-get install etcd-server")
+        cannot_run("etcd is not installed (Debian: etcd-server)")
     out = tmp_path / "compare.json"
     proc = subprocess.run(
         [
