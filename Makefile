@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test system test-tools lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-reshape clean tools manifests image test-docker test-kind
+.PHONY: run test system test-tools lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-scale bench-reshape clean tools manifests image test-docker test-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,12 @@ BENCH_OUT ?= bench-compare.json
 bench-compare: system $(STAMP)
 	@command -v etcd >/dev/null || { echo "etcd is needed: apt-get install etcd-server"; exit 1; }
 	$(VENV)/bin/kvcluster bench-compare --json $(BENCH_OUT) $(BENCH_ARGS)
+
+## How cost grows with partitions and nodes: 8 and 64 partitions on 3 nodes, and 5 nodes against 5 etcd members.
+bench-scale: system $(STAMP)
+	$(VENV)/bin/kvcluster bench-compare --stores kvcluster --partitions 8 --json bench-scale-p8.json $(BENCH_ARGS)
+	$(VENV)/bin/kvcluster bench-compare --stores kvcluster --partitions 64 --json bench-scale-p64.json $(BENCH_ARGS)
+	$(VENV)/bin/kvcluster bench-compare --nodes 5 --json bench-scale-n5.json $(BENCH_ARGS)
 
 ## Throughput kept while a loaded cluster reshapes (3->5 nodes, 4->8 partitions, 32 clients).
 bench-reshape: $(STAMP)

@@ -37,6 +37,7 @@ from kvcluster.client import KVError
 from kvcluster.local import LocalCluster
 from kvcluster.local.ports import free_port_block
 
+from . import loops
 from .benchstores import Store, open_store
 from .cpusampler import CpuSampler
 from .kvcmds import DEFAULT_ENDPOINT, ENDPOINT_ENV, read_token, split_endpoints, wide_console
@@ -218,7 +219,7 @@ def process_main(
     """Entry point of a worker process: start together with the others, report one Share."""
     try:
         barrier.wait(timeout=60)
-        share = asyncio.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))
+        share = loops.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))
         results.put((share.latencies, dict(share.errors), share.window, share.start))
     except BaseException as exc:
         results.put(([], {f"worker:{type(exc).__name__}": 1}, 0.0, 0.0))
@@ -292,7 +293,7 @@ def measure(
     if processes > 1:
         shares = run_in_processes(cfg, workload, clients, processes, seed)
     else:
-        shares = [asyncio.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))]
+        shares = [loops.run(run_share(cfg, workload, clients, seed, time.time() + cfg.warmup))]
     result = Result.from_shares(workload, clients, procs, shares)
     starts = [s.start for s in shares if s.start]
     if cpu is not None and starts and result.ops:
@@ -321,7 +322,7 @@ def run_bench(
         if workload in ("get", "mixed") and not populated:
             if console:
                 console.print(f"populating {cfg.keys} keys ...")
-            failed = asyncio.run(populate(cfg))
+            failed = loops.run(populate(cfg))
             if failed and console:
                 console.print(f"[yellow]{failed} of {cfg.keys} keys could not be written")
             populated = True

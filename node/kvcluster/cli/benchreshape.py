@@ -27,6 +27,7 @@ from kvcluster.local import LocalCluster
 from kvcluster.local.ports import free_port_block
 from kvcluster.local.reshape import DirectSupervisor, reshape
 
+from . import loops
 from .bench import MIXED_PUT_SHARE, split_clients
 from .benchstores import open_store
 
@@ -76,7 +77,7 @@ async def _loop_share(
 
 
 def _worker(endpoints: list[str], workload: str, clients: int, seed: int, stop_at: Any, out: Any) -> None:
-    asyncio.run(_loop_share(endpoints, workload, clients, seed, stop_at, out))
+    loops.run(_loop_share(endpoints, workload, clients, seed, stop_at, out))
 
 
 def _rate(buckets: dict[int, int], start: float, end: float) -> float:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from kvcluster.server import NodeConfig, serve
 from kvcluster.storage import Durability
+
+from . import loops
 
 
 def parse_peers(spec: str) -> dict[int, str]:
@@ -157,20 +157,7 @@ def node_command(
         balance_interval_s=balance_interval,
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
     )
-    with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
-        code = runner.run(serve(cfg))
+    code = loops.run(serve(cfg), event_loop)
     if code:
         logging.shutdown()
         os._exit(code)  # storage failure: do not wait on a writer thread stuck on a dead disk
-
-
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop to run the node on; asyncio's own where uvloop is not installed."""
-    if name == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            logging.getLogger(__name__).warning("uvloop is not installed; using asyncio's event loop")
-            return None
-        return uvloop.new_event_loop
-    return None
