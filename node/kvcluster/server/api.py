@@ -114,6 +114,8 @@ class KVApi:
         limit = self.cfg.max_value_bytes
         if request.content_length is not None and request.content_length > limit:
             raise TooLarge(f"value is {request.content_length} bytes; the limit is {limit}")
+        if request.content_length is not None:
+            return await request.read()  # length known and within the limit: one read, no chunk loop
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(65536):
