@@ -441,9 +441,10 @@ class RaftNode:
                 pr.become_replicate()
             elif pr.state == ProgressState.REPLICATE:
                 pr.free_up_to(m.index)
-            if self._maybe_commit():
-                self._broadcast_append()
-            elif was_paused:
+            # Followers learn the new commit index from the next append or heartbeat; a round of
+            # empty appends just to tell them would double the messages of a lightly loaded leader.
+            self._maybe_commit()
+            if was_paused:
                 self._send_append(m.sender)
             while self._send_append(m.sender, send_empty=False):
                 pass
@@ -631,8 +632,8 @@ class RaftNode:
         a majority holds it durably.
         """
         pr = self.progress.get(self.id) if self.role == Role.LEADER else None
-        if pr is not None and pr.maybe_update(self.log.stable) and self._maybe_commit():
-            self.broadcast_pending = True
+        if pr is not None and pr.maybe_update(self.log.stable):
+            self._maybe_commit()
 
     def _maybe_commit(self) -> bool:
         matches = sorted((p.match for n, p in self.progress.items() if n in self.conf.voters), reverse=True)
