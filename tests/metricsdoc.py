@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,7 +99,40 @@ def promtool() -> str | None:
     return shutil.which("promtool")
 
 
+def promtool_or_warn(check: str) -> bool:
+    """Whether promtool can run `check`; when not, say so in pytest's warnings summary."""
+    if promtool() is not None:
+        return True
+    warnings.warn(
+        f"promtool is not installed (Debian package prometheus): {check} not run",
+        UserWarning,
+        stacklevel=2,
+    )
+    return False
+
+
 def run_promtool(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     tool = promtool()
     assert tool is not None
     return subprocess.run([tool, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+def promql_names(expr: str) -> set[str]:
+    """Metric names an expression selects (a syntax error raises), by walking promql-parser's AST."""
+    import promql_parser
+
+    names: set[str] = set()
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name or "")
+            return
+        for attr in ("lhs", "rhs", "expr", "param", "vector_selector"):
+            child = getattr(node, attr, None)
+            if child is not None:
+                visit(child)
+        for child in getattr(node, "args", None) or ():
+            visit(child)
+
+    visit(promql_parser.parse(expr))
+    return names

@@ -177,9 +177,7 @@ async def test_metrics_follow_the_conventions_and_move(make_cluster: ClusterFact
     assert completed >= 1 and completed == total(after, "kvcluster_reshape_steps_planned")
 
     # promtool's own linter, where the Debian package `prometheus` is installed.
-    if metricsdoc.promtool() is None:
-        print("promtool not installed (Debian package prometheus): prometheus-client checks only")
-    else:
+    if metricsdoc.promtool_or_warn("promtool check metrics"):
         for text, _ in after_text:
             result = metricsdoc.run_promtool(["check", "metrics"], stdin=text)
             assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
