@@ -334,6 +334,9 @@ def test_dashboard_is_valid_and_queries_only_exported_metrics(helm4: Path) -> No
     assert configmap["data"]["kvcluster.json"].strip() == DASHBOARD_FILE.read_text().strip()
     dashboard = json.loads(configmap["data"]["kvcluster.json"])
     assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    assert {"namespace", "kvcluster"} <= variables.keys()
     panels = dashboard["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
