@@ -222,7 +222,7 @@ class NodeStateCollector:
             "meta leader",
             labels=["state"],
         )
-        for name in RESHAPE_STATES:
+        for name in RESHAPE_STATES if current in RESHAPE_STATES else (*RESHAPE_STATES, current):
             state.add_metric([name], 1 if name == current else 0)
         yield state
         yield GaugeMetricFamily(
