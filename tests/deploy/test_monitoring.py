@@ -174,7 +174,7 @@ def alert_rules(rule: Obj) -> list[Obj]:
     return [r for g in rule["spec"]["groups"] for r in g["rules"]]
 
 
-def dashboard_queries(dashboard: Obj) -> list[str]:
+def dashboard_queries(dashboard: Obj, rate_interval: str = "5m") -> list[str]:
     """Every PromQL of the dashboard (panel targets, variable queries), Grafana variables filled in."""
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     for var in dashboard["templating"]["list"]:
@@ -182,7 +182,7 @@ def dashboard_queries(dashboard: Obj) -> list[str]:
             match = re.fullmatch(r"label_values\((.+), *[a-z_]+\)", var["definition"])
             assert match, var["definition"]
             exprs.append(match.group(1))
-    return [re.sub(r"\$\w+", ".*", e.replace("$__rate_interval", "5m")) for e in exprs]
+    return [re.sub(r"\$\w+", ".*", e.replace("$__rate_interval", rate_interval)) for e in exprs]
 
 
 def names_problems(exprs: list[str]) -> list[str]:
