@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
+
+from tests.environment import cannot_run
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
@@ -99,16 +100,10 @@ def promtool() -> str | None:
     return shutil.which("promtool")
 
 
-def promtool_or_warn(check: str) -> bool:
-    """Whether promtool can run `check`; when not, say so in pytest's warnings summary."""
-    if promtool() is not None:
-        return True
-    warnings.warn(
-        f"promtool is not installed (Debian package prometheus): {check} not run",
-        UserWarning,
-        stacklevel=2,
-    )
-    return False
+def require_promtool(check: str) -> None:
+    """Skip without promtool, or fail where every tool must be there (tests/environment.py)."""
+    if promtool() is None:
+        cannot_run(f"promtool is not installed (Debian package prometheus): {check} cannot run")
 
 
 def run_promtool(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,7 @@ Where Debian's `prometheus` is installed: a Prometheus on 127.0.0.1 scrapes a lo
 every second (each node labelled as the chart's ServiceMonitor would label it) while a client writes
 and a reshape runs. Then every dashboard query must return data, and no alert may fire on the healthy
 cluster except those whose condition the test itself created. Without the binary the static checks
-of test_monitoring.py still run, and a warning says this one did not.
+of test_monitoring.py still run, and this one skips, or fails where every tool must be there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import shutil
 import subprocess
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import yaml
 
 from kvcluster.local import LocalCluster
 from kvcluster.local.ports import free_port_block, free_ports
+from tests.environment import cannot_run
 
 from .test_monitoring import DASHBOARD_FILE, alert_rules, dashboard_queries, rendered
 
@@ -145,10 +145,7 @@ async def write_load(node: str, stop: asyncio.Event) -> int:
 async def test_dashboard_and_alerts_in_a_real_prometheus(helm4: Path, tmp_path: Path) -> None:
     binary = shutil.which("prometheus")
     if binary is None:
-        warnings.warn(
-            "prometheus is not installed (Debian package prometheus): live test not run", stacklevel=1
-        )
-        return
+        cannot_run("prometheus is not installed (Debian package prometheus)")
     rule = rendered(helm4, "metrics.prometheusRule.enabled=true")["PrometheusRule"]
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))

@@ -196,9 +196,9 @@ async def test_metrics_follow_the_conventions_and_move(make_cluster: ClusterFact
     completed = total(after, "kvcluster_reshape_steps_completed")
     assert completed >= 1 and completed == total(after, "kvcluster_reshape_steps_planned")
 
-    # promtool's own linter, where the Debian package `prometheus` is installed.
-    if metricsdoc.promtool_or_warn("promtool check metrics"):
-        for text, _ in after_text:
-            result = metricsdoc.run_promtool(["check", "metrics"], stdin=text)
-            assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
-        print("promtool check metrics: clean on all 3 nodes")
+    # Last, promtool's own linter (Debian package prometheus): without it the checks above have run
+    # and the test skips with the reason (fails where scripts/setup-system.sh must have installed it).
+    metricsdoc.require_promtool("promtool check metrics")
+    for text, _ in [*before_text, *after_text]:
+        result = metricsdoc.run_promtool(["check", "metrics"], stdin=text)
+        assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
