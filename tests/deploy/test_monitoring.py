@@ -427,3 +427,29 @@ def test_promtool_unit_tests_the_alerts(helm4: Path, tmp_path: Path) -> None:
     result = metricsdoc.run_promtool(["test", "rules", str(unit)])
     assert result.returncode == 0, result.stdout + result.stderr
     print(f"promtool test rules: {len(tests)} alert tests passed")
+
+
+def test_notes_name_the_monitoring_objects(helm4: Path) -> None:
+    def notes(*assignments: str) -> str:
+        cmd = [
+            helm4,
+            "install",
+            "kvop",
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            *sets(*assignments),
+        ]
+        result = run(cmd)
+        assert result.returncode == 0, result.output
+        return result.stdout.split("NOTES:", 1)[1]
+
+    assert "Monitoring" not in notes()
+    text = notes(*ALL_ON)
+    for kind, suffix in (
+        ("ServiceMonitor", "nodes"),
+        ("PrometheusRule", "alerts"),
+        ("ConfigMap", "dashboard"),
+    ):
+        assert f"{kind} {NAMESPACE}/kvop-kvcluster-operator-{suffix}" in text
