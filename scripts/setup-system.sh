@@ -34,6 +34,7 @@ NEEDS=(
     "chromium|chromium|ui: headless-browser screenshot test"
     "pkg:fonts-dejavu-core|fonts-dejavu-core|ui: text in the screenshot"
     "etcd|etcd-server|bench: the etcd comparison (installed, never started)"
+    "promtool|prometheus|monitoring: promtool checks, a local Prometheus in tests (its service is not used)"
 )
 
 log() { printf 'setup-system: %s\n' "$*" >&2; }

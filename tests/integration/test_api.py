@@ -229,6 +229,8 @@ async def test_bearer_token_and_peer_secret(make_cluster: ClusterFactory, tmp_pa
             assert resp.status == 200 and await resp.read() == b"x"
         async with s.get(f"{n1}/healthz") as resp:
             assert resp.status == 200  # probes need no token
+        async with s.get(f"{n1}/metrics") as resp:
+            assert resp.status == 200  # nor does Prometheus (the chart's ServiceMonitor sends none)
         # A stranger who knows the protocol but not the secret cannot write through the peer endpoint...
         op = {
             "op": "put",

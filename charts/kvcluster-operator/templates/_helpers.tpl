@@ -138,3 +138,26 @@ What the operator does to the objects of one watched scope. Granted by a Cluster
   resources: [events]
   verbs: [create, patch]
 {{- end }}
+
+{{/*
+The labels the operator puts on every KVCluster's headless Service (kvoperator/resources.py,
+services.py): tests/deploy/test_monitoring.py builds that Service and checks this selector.
+*/}}
+{{- define "kvop.nodeServiceSelector" -}}
+app.kubernetes.io/name: kvcluster
+app.kubernetes.io/component: peers
+app.kubernetes.io/managed-by: kvcluster-operator
+{{- end }}
+
+{{/* Where the ServiceMonitor looks for KVClusters: the list, the watched namespaces, or all. */}}
+{{- define "kvop.monitorNamespaceSelector" -}}
+{{- if .Values.metrics.serviceMonitor.namespaces }}
+matchNames:
+  {{- toYaml (uniq .Values.metrics.serviceMonitor.namespaces) | nindent 2 }}
+{{- else if eq .Values.watch.scope "namespaced" }}
+matchNames:
+  {{- toYaml (splitList "," (include "kvop.watchNamespaces" .)) | nindent 2 }}
+{{- else }}
+any: true
+{{- end }}
+{{- end }}

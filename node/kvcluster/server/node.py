@@ -48,6 +48,7 @@ class Node:
         self.links = PeerLinks(cfg.node_id, self.auth, self._on_frame, self._on_unreachable)
         self.rpc = PeerRPC(self.auth, self.links.urls)
         self.host = RaftHost(cfg, self.store, self.links, self.rpc, self.metrics, on_fatal=self._on_fatal)
+        self.metrics.watch(self.host, self.links)
         self.pmap = PartitionMap()
         self.router = Router(cfg, self.host, self.rpc, self.pmap, self.metrics)
         self.kv = KVApi(cfg, self.router)
@@ -207,8 +208,9 @@ class Node:
             err = Internal(f"internal error: {type(exc).__name__}")
             response = web.json_response(err.body(), status=500)
         if route.startswith("/v1/"):
-            self.metrics.requests.labels(route, str(response.status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+            self.metrics.observe_request(
+                request.method, route, response.status, time.perf_counter() - started
+            )
         return response
 
     @web.middleware
@@ -244,12 +246,6 @@ class Node:
         )
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
-        self.metrics.peers_connected.set(sum(1 for s in self.links.stats().values() if s["connected"]))
-        for pid, r in self.host.replicas.items():
-            label = str(pid)
-            self.metrics.partition_term.labels(label).set(r.core.term)
-            self.metrics.partition_commit.labels(label).set(r.core.log.committed)
-            self.metrics.partition_applied.labels(label).set(r.state.applied_index)
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     def local_status(self) -> dict[str, Any]:
