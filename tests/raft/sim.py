@@ -803,6 +803,22 @@ class Sim:
         if m.type == MessageType.SNAPSHOT:
             self._push(self.now + self._delay(), ("snapshot_report", src.id, src.incarnation, m.to, False))
 
+    def drop_queued(self, pos: int) -> None:
+        """Lose one message already in flight, picked by ``pos``.
+
+        A lost snapshot is reported failed to its sender, as the runtime's transport does: it
+        streams a snapshot over one request and always learns how that request ended.
+        """
+        msgs = [i for i, ev in enumerate(self.queue) if ev[2][0] == "msg"]
+        if not msgs:
+            return
+        _, _, ev = self.queue.pop(msgs[pos % len(msgs)])
+        heapq.heapify(self.queue)
+        self.stats["dropped"] += 1
+        _, src_id, src_inc, _, m, _, primary = ev
+        if m.type == MessageType.SNAPSHOT and primary:
+            self._push(self.now + self._delay(), ("snapshot_report", src_id, src_inc, m.to, False))
+
     def _fill_snapshot(self, src: SimNode, m: Message) -> tuple[Message, Image]:
         meta = m.snapshot
         if meta is None:

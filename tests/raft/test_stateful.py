@@ -3,7 +3,6 @@ verified after every step and liveness after healing at the end of each run."""
 
 from __future__ import annotations
 
-import heapq
 import os
 
 from hypothesis import HealthCheck, settings
@@ -53,11 +52,7 @@ class RaftCluster(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.sim.queue))
     @rule(pos=st.integers(0, 1000))
     def drop(self, pos: int) -> None:
-        q = self.sim.queue
-        msgs = [i for i, ev in enumerate(q) if ev[2][0] == "msg"]
-        if msgs:
-            q.pop(msgs[pos % len(msgs)])
-            heapq.heapify(q)
+        self.sim.drop_queued(pos)
 
     @precondition(lambda self: bool(self.sim.queue))
     @rule(pos=st.integers(0, 1000), later=st.integers(0, 40))

@@ -105,6 +105,9 @@ class RaftHost:
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self.turns = 0
+        # Read at scrape time, not recomputed every loop turn.
+        metrics.replicas.set_function(lambda: len(self.replicas))
+        metrics.leaders.set_function(lambda: sum(1 for r in self.replicas.values() if r.is_leader))
 
     # ---- life cycle -----------------------------------------------------------------------------
 
@@ -374,7 +377,6 @@ class RaftHost:
                 if rec.applied.partition in lead_children:
                     child.core.campaign()  # the parent's leader is the most up to date: skip a timeout
         self.links.flush()
-        self._refresh_gauges()
         if (
             self._pending_create
             or self._pending_destroy
@@ -462,15 +464,13 @@ class RaftHost:
                 log.info("node %d refused a snapshot of partition %d: %s", m.to, r.partition, answer[:200])
         except PeerUnavailable as exc:
             log.info("snapshot of partition %d to node %d failed: %s", r.partition, m.to, exc)
-        self.metrics.snapshots_sent.labels("ok" if ok else "failed").inc()
-        if self.replicas.get(r.partition) is r:
-            r.core.report_snapshot(m.to, ok)
-            self.wake()
-
-    def _refresh_gauges(self) -> None:
-        m = self.metrics
-        m.replicas.set(len(self.replicas))
-        m.leaders.set(sum(1 for r in self.replicas.values() if r.is_leader))
+        finally:
+            # The leader holds the follower in snapshot state until it hears how the send went;
+            # without a report (even on cancellation or an unexpected error) it would wait forever.
+            self.metrics.snapshots_sent.labels("ok" if ok else "failed").inc()
+            if self.replicas.get(r.partition) is r:
+                r.core.report_snapshot(m.to, ok)
+                self.wake()
 
     # ---- operations for the API -------------------------------------------------------------------
 
