@@ -262,14 +262,18 @@ class AsyncClient:
 
     # ---- the key-value API ----------------------------------------------------------------------
 
-    async def put(self, key: Key, value: Key, if_version: int | None = None) -> int:
+    async def put(self, key: Key, value: Key, if_version: int | None = None, lease: int | None = None) -> int:
         """Write ``value`` under ``key``; returns the new version.
 
         With ``if_version`` the write is a compare-and-set: it succeeds only if
         the key's current version is ``if_version`` (0: only if absent), else
-        raises :class:`VersionConflict` with the current version.
+        raises :class:`VersionConflict` with the current version. With ``lease``
+        the key is deleted when that lease expires or is revoked (unknown
+        lease: :class:`NotFound`, nothing written).
         """
         query = _if_version_query(if_version)
+        if lease is not None:
+            query += ("&" if query else "?") + f"lease={int(lease)}"
         answer = await self._call(
             "PUT", _kv_path(key) + query, body=to_bytes(value), write=True, first=await self._leader_url(key)
         )
@@ -308,6 +312,24 @@ class AsyncClient:
         )
         self._learn_leader(key, answer)
         return int(_json(answer)["version"])
+
+    async def lease_grant(self, ttl: float) -> int:
+        """``POST /v1/leases``: a new lease that expires ``ttl`` seconds after its last keep-alive.
+
+        Retried like a read: a duplicate grant only leaves an unused lease that expires.
+        """
+        body = json.dumps({"ttl": ttl}).encode()
+        return int(_json(await self._call("POST", "/v1/leases", body=body, write=False))["id"])
+
+    async def lease_keepalive(self, lease: int) -> float:
+        """Restart the lease's countdown; returns its ttl. :class:`NotFound` once it expired."""
+        path = f"/v1/leases/{int(lease)}/keepalive"
+        return float(_json(await self._call("POST", path, body=b"", write=False))["ttl"])
+
+    async def lease_revoke(self, lease: int) -> int:
+        """Revoke the lease and delete its keys; returns how many keys were deleted."""
+        answer = await self._call("DELETE", f"/v1/leases/{int(lease)}", write=True)
+        return int(_json(answer)["deleted"])
 
     async def scan(
         self,

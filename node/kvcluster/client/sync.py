@@ -66,9 +66,21 @@ class SyncClient:
             future.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave the call running
             raise
 
-    def put(self, key: Key, value: Key, if_version: int | None = None) -> int:
+    def put(self, key: Key, value: Key, if_version: int | None = None, lease: int | None = None) -> int:
         """See :meth:`AsyncClient.put`."""
-        return self._run(self._client.put(key, value, if_version))
+        return self._run(self._client.put(key, value, if_version, lease))
+
+    def lease_grant(self, ttl: float) -> int:
+        """See :meth:`AsyncClient.lease_grant`."""
+        return self._run(self._client.lease_grant(ttl))
+
+    def lease_keepalive(self, lease: int) -> float:
+        """See :meth:`AsyncClient.lease_keepalive`."""
+        return self._run(self._client.lease_keepalive(lease))
+
+    def lease_revoke(self, lease: int) -> int:
+        """See :meth:`AsyncClient.lease_revoke`."""
+        return self._run(self._client.lease_revoke(lease))
 
     def get(self, key: Key, consistency: Consistency = "linearizable") -> Item | None:
         """See :meth:`AsyncClient.get`."""

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .config import NodeConfig
 from .errors import BadRequest, NotFound, TooLarge
+from .leases import put_bound
 from .operations import Operation
 from .router import Router
 
@@ -129,8 +130,10 @@ class KVApi:
         key = self._key(request)
         params = raw_query(request)
         if_version = int_param(params, "if_version", None, 0)
+        lease = int_param(params, "lease", None, 1)
         value = await self._body(request)
-        result = await self.router.execute(Operation("put", key=key, value=value, if_version=if_version))
+        op = Operation("put", key=key, value=value, if_version=if_version)
+        result = await (self.router.execute(op) if lease is None else put_bound(self.router, op, lease))
         return web.json_response(
             {**encode_item(key), "version": result["version"]}, headers=self._leader_headers(result)
         )

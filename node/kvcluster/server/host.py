@@ -43,6 +43,7 @@ from kvcluster.storage import (
     Batch,
     BatchResult,
     Delete,
+    Expire,
     GroupWrite,
     NewReplica,
     Outcome,
@@ -492,7 +493,7 @@ class RaftHost:
 
     async def propose(self, partition: int, cmd: cmd_codec.Command, timeout: float) -> Outcome:
         r = self._replica(partition)
-        if isinstance(cmd, Put | Delete):
+        if isinstance(cmd, Put | Delete | Expire):
             self._check_range(r, cmd.key)
             if r.state.frozen:
                 raise FrozenSignal(f"partition {partition} is being merged")

@@ -26,6 +26,8 @@ from .clusterstatus import STATUS_PATH, collect_status
 from .config import NodeConfig
 from .errors import ApiError, Internal, MethodNotAllowed, NotFound, RoutingSignal, Unauthorized, Unavailable
 from .host import SNAPSHOT_PATH, RaftHost
+from .leaseapi import LeaseApi
+from .leases import LeaseKeeper
 from .mapsync import MAP_PATH, MapSync
 from .metrics import NodeMetrics
 from .operations import Operation, encode_failure, execute_local
@@ -52,6 +54,7 @@ class Node:
         self.pmap = PartitionMap()
         self.router = Router(cfg, self.host, self.rpc, self.pmap, self.metrics)
         self.kv = KVApi(cfg, self.router)
+        self.lease_keeper = LeaseKeeper(cfg, self.host, self.router)
         self.reshaper = Reshaper(cfg, self.host, self.router, self.local_status)
         self.admin = AdminApi(self.reshaper)
         self.mapsync = MapSync(cfg, self.host, self.router, self.links, self.rpc)
@@ -129,6 +132,7 @@ class Node:
         await site.start()
         self.mapsync.start()
         self.reshaper.start()
+        self.lease_keeper.start()
         log.info(
             "node %d serving on %s:%d (%s)",
             self.cfg.node_id,
@@ -140,6 +144,7 @@ class Node:
     async def stop(self) -> None:
         """Graceful shutdown: hand leadership over, finish in-flight requests, close."""
         await self.reshaper.stop()
+        await self.lease_keeper.stop()
         await self.mapsync.stop()
         await self.host.hand_over_leadership(timeout=3.0)
         await self.links.close()
@@ -161,6 +166,7 @@ class Node:
         )
         app.add_routes(self.kv.routes())
         app.add_routes(self.admin.routes())
+        app.add_routes(LeaseApi(self.router).routes())
         app.add_routes(
             [
                 web.get("/v1/cluster", self.cluster),

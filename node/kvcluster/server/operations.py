@@ -12,7 +12,7 @@ from typing import Any
 
 from kvcluster.keyspace import META_PARTITION, PartitionDescriptor
 from kvcluster.raft import ConfChangeKind
-from kvcluster.storage import Command, Delete, Freeze, Merge, MetaCommand, Put, Split, Unfreeze
+from kvcluster.storage import Command, Delete, Expire, Freeze, Merge, MetaCommand, Put, Split, Unfreeze
 
 from .errors import (
     ApiError,
@@ -36,7 +36,7 @@ from .host import RaftHost
 @dataclass(slots=True)
 class Operation:
     op: str
-    """put | delete | get | scan | meta | meta_read | admin"""
+    """put | delete | expire | get | scan | meta | meta_read | admin"""
     partition: int = 0
     key: bytes = b""
     value: bytes = b""
@@ -50,7 +50,7 @@ class Operation:
 
     @property
     def is_write(self) -> bool:
-        return self.op in ("put", "delete")
+        return self.op in ("put", "delete", "expire")
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +66,8 @@ async def execute_local(host: RaftHost, op: Operation, timeout: float) -> dict[s
         outcome = await host.propose(op.partition, Put(op.key, op.value, op.if_version), timeout)
     elif op.op == "delete":
         outcome = await host.propose(op.partition, Delete(op.key, op.if_version), timeout)
+    elif op.op == "expire":
+        outcome = await host.propose(op.partition, Expire(op.key, op.if_version), timeout)
     elif op.op == "get":
         row = await host.read(op.partition, op.key, op.linearizable, timeout)
         if row is None:

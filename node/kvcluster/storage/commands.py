@@ -19,6 +19,7 @@ from kvcluster.keyspace import PartitionDescriptor
 class Op(IntEnum):
     PUT = 1
     DELETE = 2
+    EXPIRE = 3
     SPLIT = 10
     FREEZE = 11
     MERGE = 12
@@ -35,6 +36,21 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
+    key: bytes
+    if_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Delete a lease-bound key because its lease expired (issue 10).
+
+    Applied exactly like a conditional ``Delete``; it is a distinct command so
+    that consumers of the log (the watch feed) can tell an expiry from a
+    client's delete: this is the hook for ``expire`` events. ``if_version`` is
+    the version the key had when it was bound to the lease, so a key written
+    again since (without the lease) survives the expiry.
+    """
+
     key: bytes
     if_version: int | None = None
 
@@ -87,7 +103,7 @@ class MetaCommand:
     body: dict[str, Any]
 
 
-Command = Put | Delete | Split | Freeze | Unfreeze | Merge | MetaCommand
+Command = Put | Delete | Expire | Split | Freeze | Unfreeze | Merge | MetaCommand
 
 
 def encode(cmd: Command) -> bytes:
@@ -96,6 +112,8 @@ def encode(cmd: Command) -> bytes:
             fields: list[Any] = [Op.PUT, key, value, if_version]
         case Delete(key, if_version):
             fields = [Op.DELETE, key, if_version]
+        case Expire(key, if_version):
+            fields = [Op.EXPIRE, key, if_version]
         case Split(new_id, epoch):
             fields = [Op.SPLIT, new_id, epoch]
         case Freeze(epoch):
@@ -120,6 +138,8 @@ def decode(data: bytes) -> Command | None:
         return Put(fields[1], fields[2], fields[3])
     if op == Op.DELETE:
         return Delete(fields[1], fields[2])
+    if op == Op.EXPIRE:
+        return Expire(fields[1], fields[2])
     if op == Op.SPLIT:
         return Split(fields[1], fields[2])
     if op == Op.FREEZE:

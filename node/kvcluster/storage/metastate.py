@@ -13,6 +13,8 @@ from typing import Any
 
 from kvcluster.keyspace import NodeInfo, PartitionDescriptor, PartitionMap
 
+from .leasestate import LEASE_OPS, apply_lease
+
 
 def initial_state(pmap: PartitionMap) -> dict[str, Any]:
     return {"map": pmap.to_dict(), "job": None}
@@ -60,6 +62,8 @@ def apply_meta(state: dict[str, Any] | None, body: dict[str, Any]) -> tuple[dict
             answer = {"ok": False, "error": "no such job"}
         else:
             job.update(body.get("fields", {}))
+    elif op in LEASE_OPS:
+        answer = apply_lease(new, body)
     else:
         answer = {"ok": False, "error": f"unknown meta command {op!r}"}
     new["map"] = pmap.to_dict()

@@ -15,7 +15,7 @@ from kvcluster.keyspace import PartitionDescriptor, key_hash, merge_descriptors,
 from kvcluster.raft import ConfChange, Entry, EntryKind
 
 from . import commands
-from .commands import Delete, Freeze, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
+from .commands import Delete, Expire, Freeze, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
 from .metastate import apply_meta
 from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState
 from .schema import to_db_hash
@@ -145,7 +145,7 @@ class StateMachine:
             if entry.index <= index:
                 continue  # re-delivered after a restart: already in the state
             cmd = commands.decode(entry.data) if entry.kind != EntryKind.CONF_CHANGE else None
-            if isinstance(cmd, Put | Delete):
+            if isinstance(cmd, Put | Delete | Expire):
                 outcome, revision = self._apply_write(result.state, revision, cmd)
                 index, term = entry.index, entry.term
                 result.applied.append(Applied(entry.term, entry.index, outcome))
@@ -175,7 +175,7 @@ class StateMachine:
     def _apply_command(self, result: ApplyResult, cmd: commands.Command, entry: Entry) -> Outcome:
         state = result.state
         match cmd:
-            case Put() | Delete():
+            case Put() | Delete() | Expire():
                 outcome, revision = self._apply_write(state, state.revision, cmd)
                 result.state = state.advanced(state.applied_index, state.applied_term, revision=revision)
                 return outcome
@@ -217,7 +217,9 @@ class StateMachine:
                 result.state = state.advanced(state.applied_index, state.applied_term, meta=meta)
                 return Outcome(body=answer)
 
-    def _apply_write(self, state: AppliedState, revision: int, cmd: Put | Delete) -> tuple[Outcome, int]:
+    def _apply_write(
+        self, state: AppliedState, revision: int, cmd: Put | Delete | Expire
+    ) -> tuple[Outcome, int]:
         """One put or delete at the partition's current ``revision``; returns the outcome and the new one.
 
         ``state`` supplies the descriptor and the frozen flag, which writes never change.
@@ -227,12 +229,12 @@ class StateMachine:
             return Outcome(code="wrong_range", descriptor=state.descriptor), revision
         if state.frozen:
             return Outcome(code="frozen", descriptor=state.descriptor), revision
-        if cmd.if_version is not None or isinstance(cmd, Delete):  # a blind put reads nothing
+        if cmd.if_version is not None or isinstance(cmd, Delete | Expire):  # a blind put reads nothing
             row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (cmd.key,)).fetchone()
             current = int(row[0]) if row else 0
             if cmd.if_version is not None and cmd.if_version != current:
                 return Outcome(version=current, code="version_conflict"), revision
-            if isinstance(cmd, Delete):
+            if isinstance(cmd, Delete | Expire):
                 if row is None:
                     return Outcome(code="not_found"), revision
                 revision += 1
