@@ -7,7 +7,7 @@ import time
 
 import aiohttp
 
-from kvcluster.client import AsyncClient, NotFound
+from kvcluster.client import AsyncClient, Consistency, NotFound
 from kvcluster.local import LocalCluster
 
 from .conftest import ClusterFactory
@@ -27,17 +27,22 @@ async def present(kv: AsyncClient) -> list[bool]:
     return [await kv.get(k) is not None for k in KEYS]
 
 
-async def assert_held_until(kv: AsyncClient, until: float, why: str) -> None:
+async def assert_held_until(
+    readers: list[AsyncClient], until: float, why: str, consistency: Consistency = "linearizable"
+) -> int:
     """Every key reads back until ``until``; a read counts only if it *finished* before then.
 
     (A read that started in time but finished later, e.g. waiting out an
-    election, may rightly see the keys gone.)
+    election, may rightly see the keys gone.) Returns how many reads counted.
     """
+    in_time = 0
     while time.monotonic() < until:
-        for k in KEYS:
-            found = await kv.get(k) is not None
+        for kv, k in [(kv, k) for kv in readers for k in KEYS]:
+            found = await kv.get(k, consistency=consistency) is not None
             assert found or time.monotonic() >= until, f"{k!r}: {why}"
+            in_time += time.monotonic() < until
         await asyncio.sleep(0.1)
+    return in_time
 
 
 async def test_bad_lease_input_is_refused_and_stores_nothing(make_cluster: ClusterFactory) -> None:
@@ -88,7 +93,7 @@ async def test_lease_keys_live_while_kept_alive_and_expire_after_owner_stops(
         last_keepalive = time.monotonic()
         await kv.lease_keepalive(lease)
         # The owner stops: the keys stay for (at least) ttl after the last keep-alive ...
-        await assert_held_until(kv, last_keepalive + ttl - 0.3, "expired before its ttl ran out")
+        await assert_held_until([kv], last_keepalive + ttl - 0.3, "expired before its ttl ran out")
         # ... and are then deleted on every replica by the logged expiry.
         deadline = last_keepalive + ttl + 10
         while any(await present(kv)):
@@ -130,7 +135,7 @@ async def test_no_early_expiry_when_the_meta_leader_is_paused(make_cluster: Clus
     ttl = 4.0
     leader = cluster.wait_for(lambda: meta_leader(cluster), 10, "a meta leader")
     others = [u for n, u in zip(sorted(cluster.nodes), cluster.urls(), strict=True) if n != leader]
-    async with AsyncClient(others) as kv:
+    async with AsyncClient(others, follow_leaders=False) as kv:
         lease = await kv.lease_grant(ttl)
         for k in KEYS:
             await kv.put(k, b"held", lease=lease)
@@ -139,18 +144,33 @@ async def test_no_early_expiry_when_the_meta_leader_is_paused(make_cluster: Clus
         cluster.pause(leader)
         try:
             # A new meta leader is elected; it must grant a fresh full ttl, never expire early.
-            await assert_held_until(kv, paused_at + ttl - 0.3, "lease expired early across the leader change")
+            # Stale reads on both survivors: a committed delete is on both of them (a majority), and
+            # their answers do not wait out the paused node as forwarded linearizable reads would.
+            survivors = [AsyncClient([u]) for u in others]
+            reads = await assert_held_until(
+                survivors, paused_at + ttl - 0.3, "lease expired early across the leader change", "stale"
+            )
+            for c in survivors:
+                await c.close()
+            assert reads >= 2 * len(KEYS), f"only {reads} reads finished in time: the check proved nothing"
             new_leader = cluster.wait_for(
                 lambda: meta_leader(cluster, via=3 if leader != 3 else 2) not in (None, leader),
                 10,
                 "a new meta leader",
             )
             assert new_leader
+            # Stale reads on one live node: its own replicas apply the logged deletes too, and the
+            # client's cached routes to the paused node would only slow linearizable reads down.
+            other = AsyncClient(others[:1])
             deadline = paused_at + 2 * ttl + 15
-            while any(await present(kv)):
+            while any([await other.get(k, consistency="stale") is not None for k in KEYS]):
                 assert time.monotonic() < deadline, "the new meta leader never expired the lease"
                 await asyncio.sleep(0.1)
             gone_after = time.monotonic() - paused_at
+            await other.close()
         finally:
             cluster.resume(leader)
-    print(f"ttl {ttl}s, meta leader paused: keys gone {gone_after:.2f}s after the pause")
+    print(
+        f"ttl {ttl}s, meta leader paused: {reads} reads in time saw the keys; "
+        f"keys gone {gone_after:.2f}s after the pause"
+    )

@@ -8,6 +8,7 @@ from .bench import bench_command
 from .benchcompare import bench_compare_command
 from .benchreshape import bench_reshape_command
 from .kvcmds import KV_COMMANDS
+from .leasecmd import lease_command, lock_command
 from .localcmd import local_command
 from .nodecmd import node_command
 from .reshapecmd import reshape_command
@@ -29,6 +30,8 @@ cli.add_command(bench_compare_command)
 cli.add_command(bench_reshape_command)
 cli.add_command(torture_command)
 cli.add_command(reshape_command)
+cli.add_command(lease_command)
+cli.add_command(lock_command)
 
 
 def main() -> None:

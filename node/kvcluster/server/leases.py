@@ -88,12 +88,16 @@ async def keepalive(router: Router, lease_id: int) -> dict[str, Any]:
 
 async def delete_keys(router: Router, keys: dict[str, int], op: str) -> int:
     """Delete each bound key (``op`` delete or expire) if it still has the bound version."""
-    deleted = 0
-    for hex_key, version in sorted(keys.items()):
-        with contextlib.suppress(NotFound, VersionConflict):
+
+    async def one(hex_key: str, version: int) -> bool:
+        try:
             await router.execute(Operation(op, key=bytes.fromhex(hex_key), if_version=version))
-            deleted += 1
-    return deleted
+        except (NotFound, VersionConflict):
+            return False  # already gone, or written again since it was bound: not the lease's any more
+        return True
+
+    done = await asyncio.gather(*(one(k, v) for k, v in sorted(keys.items())))
+    return sum(done)
 
 
 async def revoke(router: Router, lease_id: int) -> dict[str, Any]:
@@ -202,8 +206,10 @@ class LeaseKeeper:
                     await self._finish(lease_id, answer["keys"])
 
     async def _finish(self, lease_id: str, keys: dict[str, int]) -> None:
-        await delete_keys(self.router, keys, "expire")
+        started = time.monotonic()
+        deleted = await delete_keys(self.router, keys, "expire")
         await self._propose({"op": "lease_remove", "id": int(lease_id)})
+        log.info("lease %s: %d keys expired in %.2fs", lease_id, deleted, time.monotonic() - started)
         self._countdowns.pop(lease_id, None)
 
     async def _propose(self, body: dict[str, Any]) -> dict[str, Any]:
