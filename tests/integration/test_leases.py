@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
-from kvcluster.client import AsyncClient, Consistency, NotFound
+from kvcluster.client import AsyncClient, Consistency, NotFound, SyncClient
 from kvcluster.local import LocalCluster
 
 from .conftest import ClusterFactory
@@ -174,3 +177,47 @@ async def test_no_early_expiry_when_the_meta_leader_is_paused(make_cluster: Clus
         f"ttl {ttl}s, meta leader paused: {reads} reads in time saw the keys; "
         f"keys gone {gone_after:.2f}s after the pause"
     )
+
+
+def test_lock_command_excludes_a_second_holder_and_frees_on_exit(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(nodes=3, partitions=2, replicas=3)
+    trace = tmp_path / "trace"
+    body = (
+        "import sys, time; f = open(sys.argv[1], 'a'); f.write('start\\n'); f.flush(); "
+        "time.sleep(1.5); f.write('end\\n'); f.close(); sys.exit(7)"
+    )
+    base = [sys.executable, "-m", "kvcluster", "lock", "-e", ",".join(cluster.urls()), "--ttl", "3"]
+    holders = [
+        subprocess.Popen([*base, "job", "--", sys.executable, "-c", body, str(trace)]) for _ in range(2)
+    ]
+    try:
+        codes = [p.wait(timeout=60) for p in holders]
+    finally:
+        for p in holders:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert codes == [7, 7]  # each ran CMD and passed its exit code on
+    assert trace.read_text() == "start\nend\nstart\nend\n", "the two holders overlapped"
+    with SyncClient(cluster.urls()) as kv:
+        assert kv.get("locks/job") is None  # released (revoked) on exit
+        out = subprocess.run(
+            [sys.executable, "-m", "kvcluster", "lease", "grant", "-e", cluster.urls()[0], "30"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        lease = int(out.stdout)
+        kv.put("lease-test/cli", b"x", lease=lease)
+        gone = subprocess.run(
+            [sys.executable, "-m", "kvcluster", "lease", "revoke", "-e", cluster.urls()[0], str(lease)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert (gone.returncode, gone.stdout.strip()) == (0, "1")
+        assert kv.get("lease-test/cli") is None
