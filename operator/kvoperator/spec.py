@@ -85,6 +85,10 @@ class ClusterSpec:
     auth_secret: str | None = None
     durability: Durability = "fsync"
     termination_grace_seconds: int = DEFAULT_GRACE_SECONDS
+    tls_enabled: bool = False
+    """HTTPS for clients and mutual TLS between nodes."""
+    tls_secret: str | None = None
+    """A Secret with ``tls.crt``/``tls.key``/``ca.crt`` (cert-manager's layout); generated when absent."""
 
     @property
     def layout(self) -> Layout:
@@ -213,6 +217,8 @@ def parse_spec(spec: Mapping[str, Any], *, default_image: str) -> ClusterSpec:
         auth_secret=(spec.get("auth") or {}).get("secretName") or None,
         durability=durability,
         termination_grace_seconds=grace,
+        tls_enabled=bool((spec.get("tls") or {}).get("enabled")),
+        tls_secret=(spec.get("tls") or {}).get("secretName") or None,
     )
 
 
