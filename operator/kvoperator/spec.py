@@ -230,6 +230,8 @@ class AppliedState:
     storage_class: str | None
     auth_secret: str | None
     created: bool
+    tls_enabled: bool | None = None
+    """None for clusters created before the operator recorded it."""
 
 
 def check_transition(new: ClusterSpec, applied: AppliedState) -> None:
@@ -258,4 +260,9 @@ def check_transition(new: ClusterSpec, applied: AppliedState) -> None:
         raise SpecError(
             "UnsafeChange",
             "auth.secretName is immutable: nodes with different secrets would stop trusting each other",
+        )
+    if applied.tls_enabled is not None and new.tls_enabled != applied.tls_enabled:
+        raise SpecError(
+            "UnsafeChange",
+            "tls.enabled is fixed at creation: the nodes' stored peer addresses carry the scheme",
         )

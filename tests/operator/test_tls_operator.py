@@ -18,7 +18,7 @@ from sts_controller import StatefulSetController
 from kvoperator import config, statefulset
 from kvoperator.kube import KVCLUSTERS, SECRETS, STATEFULSETS, KubeClient
 from kvoperator.resources import ClusterRef
-from kvoperator.spec import parse_spec
+from kvoperator.spec import AppliedState, SpecError, check_transition, parse_spec
 from kvoperator.tlssecret import build_tls_secret, generate_tls_material
 
 REF = ClusterRef(name="demo", namespace="kv", uid="0b0f6f4e-uid")
@@ -125,6 +125,8 @@ async def test_operator_generates_the_tls_secret_before_the_pods_mount_it(
     assert secret is not None and secret["type"] == "kubernetes.io/tls"
     material = {k: base64.b64decode(v) for k, v in secret["data"].items()}
     assert all(p.files["ca.crt"] == material["ca.crt"].decode() for p in controller.pods.values())
+    body = await kube.get(KVCLUSTERS.path(NAMESPACE, "demo"))
+    assert body is not None and body["status"]["tlsEnabled"] is True
     sts = await kube.get(STATEFULSETS.path(NAMESPACE, "demo"))
     assert sts is not None
     assert "--peer-tls-ca" in sts["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -136,3 +138,15 @@ async def test_operator_generates_the_tls_secret_before_the_pods_mount_it(
     await eventually(lambda: operator.operator.passes > passes, k8s=k8s, what="another reconcile pass")
     again = await kube.get(SECRETS.path(NAMESPACE, "demo-tls"))
     assert again is not None and again["data"] == secret["data"]
+
+
+def test_tls_cannot_be_switched_on_or_off_after_creation() -> None:
+    applied = AppliedState(None, None, None, created=True, tls_enabled=False)
+    with pytest.raises(SpecError, match=r"tls\.enabled is fixed"):
+        check_transition(tls_spec(enabled=True), applied)
+    check_transition(tls_spec(enabled=False), applied)
+    # A new certificate Secret is a rotation, not a change of mode.
+    check_transition(
+        tls_spec(enabled=True, secretName="other"),
+        AppliedState(None, None, None, created=True, tls_enabled=True),
+    )
