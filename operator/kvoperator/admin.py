@@ -8,6 +8,7 @@ URL is a template so that tests can point at local ports.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -33,9 +34,16 @@ class AdminClient:
     """One cluster's admin API. The session is shared; only URL and token are per cluster."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, token: str | None, *, timeout: float = 10
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float = 10,
+        ssl: SSLContext | bool = True,
     ):
         self._session = session
+        self._ssl = ssl
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -47,7 +55,12 @@ class AdminClient:
     async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, Any]:
         try:
             async with self._session.request(
-                method, self._base + path, json=body, headers=self._headers, timeout=self._timeout
+                method,
+                self._base + path,
+                json=body,
+                headers=self._headers,
+                timeout=self._timeout,
+                ssl=self._ssl,
             ) as resp:
                 try:
                     data = await resp.json(content_type=None)

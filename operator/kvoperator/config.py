@@ -23,12 +23,13 @@ KEY_PARTITIONS = "partitions"
 KEY_REPLICAS = "replicas"
 
 
-def peers_flag(ref: ClusterRef, initial: Layout) -> str:
+def peers_flag(ref: ClusterRef, initial: Layout, *, tls: bool = False) -> str:
     """``--peers`` as the node expects it: ``1=url,2=url,...`` over the initial pods."""
-    return ",".join(f"{i}={ref.peer_url(i)}" for i in initial.node_ids())
+    scheme = "https" if tls else "http"
+    return ",".join(f"{i}={ref.peer_url(i, scheme)}" for i in initial.node_ids())
 
 
-def build_configmap(ref: ClusterRef, initial: Layout, *, bootstrapped: bool) -> Body:
+def build_configmap(ref: ClusterRef, initial: Layout, *, bootstrapped: bool, tls: bool = False) -> Body:
     return with_hash(
         {
             "apiVersion": "v1",
@@ -36,7 +37,7 @@ def build_configmap(ref: ClusterRef, initial: Layout, *, bootstrapped: bool) -> 
             "metadata": object_meta(ref, ref.configmap, "config"),
             "data": {
                 KEY_CLUSTER_STATE: "existing" if bootstrapped else "new",
-                KEY_PEERS: peers_flag(ref, initial),
+                KEY_PEERS: peers_flag(ref, initial, tls=tls),
                 KEY_PARTITIONS: str(initial.partitions),
                 KEY_REPLICAS: str(initial.replicas),
             },

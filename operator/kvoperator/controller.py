@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import random
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -46,6 +47,7 @@ from kvoperator.resources import (
     ADMIN_URL_ANNOTATION,
     CLUSTER_SECRET_KEY,
     HASH_ANNOTATION,
+    TLS_CA_KEY,
     TOKEN_KEY,
     Body,
     ClusterRef,
@@ -55,7 +57,8 @@ from kvoperator.resources import (
 from kvoperator.secret import build_secret, decode_secret_value, generate_credentials
 from kvoperator.services import build_client_service, build_headless_service
 from kvoperator.spec import ClusterSpec, Layout, SpecError, parse_quantity, parse_spec
-from kvoperator.statefulset import build_statefulset, mutable_patch
+from kvoperator.statefulset import build_statefulset, mutable_patch, tls_secret_name
+from kvoperator.tlssecret import build_tls_secret, generate_tls_material
 
 LoginFn = Callable[..., kopf.ConnectionInfo | None]
 DEFAULT_IMAGE = "kvcluster:latest"
@@ -115,6 +118,7 @@ class Operator:
         self.kube = KubeClient(lambda: self.connection)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._tls_contexts: dict[str, ssl.SSLContext] = {}
         self.passes = 0
         self._closed = False
         """Reconcile passes run by this process (lets tests see which peer acts)."""
@@ -230,6 +234,20 @@ class Operator:
         template = annotations.get(ADMIN_URL_ANNOTATION) or self.config.admin_url_template
         return str(template).format(name=ref.name, namespace=ref.namespace)
 
+    async def _admin_tls(self, ref: ClusterRef, spec: ClusterSpec | SpecError) -> ssl.SSLContext | bool:
+        """Trust for the nodes' HTTPS: the CA in the cluster's TLS Secret, re-read each pass (rotation)."""
+        if not isinstance(spec, ClusterSpec) or not spec.tls_enabled:
+            return True
+        secret = await self.kube.get(SECRETS.path(ref.namespace, tls_secret_name(ref, spec)))
+        ca = decode_secret_value(secret, TLS_CA_KEY) if secret is not None else None
+        if not ca:
+            return True  # not there yet: calls fail verification against the system store, and retry
+        context = self._tls_contexts.get(ca)
+        if context is None:
+            context = ssl.create_default_context(cadata=ca)
+            self._tls_contexts = {ca: context}
+        return context
+
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession()
@@ -271,7 +289,10 @@ class Operator:
                     f"Secret {secret_name} needs keys {TOKEN_KEY!r} and {CLUSTER_SECRET_KEY!r}",
                 )
 
-        admin = AdminClient(self._session(), self._admin_url(body, ref), token)
+        admin_url, admin_ssl = self._admin_url(body, ref), await self._admin_tls(ref, spec)
+        if admin_ssl is not True:
+            admin_url = admin_url.replace("http://", "https://", 1)
+        admin = AdminClient(self._session(), admin_url, token, ssl=admin_ssl)
         needs = rc.admin_needs(status, sts)
         summary: rc.Summary | None = None
         job: rc.JobView | None = None
@@ -359,6 +380,8 @@ class Operator:
         }
         if self._secret_name(ref, spec, status) == ref.generated_secret:
             reads["Secret"] = (SECRETS, ref.generated_secret)
+        if isinstance(spec, ClusterSpec) and spec.tls_enabled and spec.tls_secret is None:
+            reads["TlsSecret"] = (SECRETS, ref.generated_tls_secret)
         results = await asyncio.gather(*(self.kube.get(kind.path(ns, name)) for kind, name in reads.values()))
         return dict(zip(reads, results, strict=True))
 
@@ -380,7 +403,10 @@ class Operator:
             initial = Layout.from_dict(initial_raw)
             secret_name = spec.auth_secret or ref.generated_secret
             desired: dict[str, tuple[Kind, Body]] = {
-                "ConfigMap": (CONFIGMAPS, build_configmap(ref, initial, bootstrapped=plan.bootstrapped)),
+                "ConfigMap": (
+                    CONFIGMAPS,
+                    build_configmap(ref, initial, bootstrapped=plan.bootstrapped, tls=spec.tls_enabled),
+                ),
                 "ClientService": (SERVICES, build_client_service(ref)),
                 "HeadlessService": (SERVICES, build_headless_service(ref)),
                 "PodDisruptionBudget": (PDBS, build_pdb(ref, plan.pdb_replicas)),
@@ -394,6 +420,9 @@ class Operator:
             if secret_name == ref.generated_secret and current.get("Secret") is None:
                 # Before the StatefulSet, so that no pod ever waits on a missing mount.
                 desired = {"Secret": (SECRETS, build_secret(ref, generate_credentials()))} | desired
+            if spec.tls_enabled and spec.tls_secret is None and current.get("TlsSecret") is None:
+                tls_secret = build_tls_secret(ref, generate_tls_material(ref))
+                desired = {"TlsSecret": (SECRETS, tls_secret)} | desired
             created: list[str] = []
             updated: list[str] = []
             for key, (kind, obj) in desired.items():
@@ -407,7 +436,7 @@ class Operator:
                             raise
                         continue  # appeared meanwhile; the next pass compares it
                     created.append(label)
-                elif not owned_by(existing, ref) or key == "Secret":
+                elif not owned_by(existing, ref) or key in ("Secret", "TlsSecret"):
                     continue
                 elif (
                     existing["metadata"].get("annotations", {}).get(HASH_ANNOTATION)

@@ -223,6 +223,7 @@ def applied_state(status: Mapping[str, Any]) -> AppliedState:
         storage_class=status.get("storageClassName"),
         auth_secret=status.get("authSecretName"),
         created=status.get("initial") is not None,
+        tls_enabled=status.get("tlsEnabled"),
     )
 
 
@@ -313,6 +314,7 @@ def decide(obs: Observation) -> Plan:
                 "storage": spec.storage_size,
                 "storageClassName": spec.storage_class,
                 "authSecretName": spec.auth_secret,
+                "tlsEnabled": spec.tls_enabled,
                 "bootstrapped": False,
             }
         )

@@ -19,6 +19,10 @@ NODE_PORT = 7000
 PORT_NAME = "http"
 DATA_DIR = "/data"
 AUTH_DIR = "/etc/kvcluster/auth"
+TLS_DIR = "/etc/kvcluster/tls"
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+TLS_CA_KEY = "ca.crt"
 TOKEN_KEY = "token"
 CLUSTER_SECRET_KEY = "cluster-secret"
 HASH_ANNOTATION = "kvcluster.io/config-hash"
@@ -68,6 +72,10 @@ class ClusterRef:
         return f"{self.name}-auth"
 
     @property
+    def generated_tls_secret(self) -> str:
+        return f"{self.name}-tls"
+
+    @property
     def pdb(self) -> str:
         return self.name
 
@@ -77,8 +85,8 @@ class ClusterRef:
     def pvc_name(self, node_id: int) -> str:
         return f"data-{self.name}-{node_id - 1}"
 
-    def peer_url(self, node_id: int) -> str:
-        return f"http://{self.pod_name(node_id)}.{self.headless_service}.{self.namespace}.svc:{NODE_PORT}"
+    def peer_url(self, node_id: int, scheme: str = "http") -> str:
+        return f"{scheme}://{self.pod_name(node_id)}.{self.headless_service}.{self.namespace}.svc:{NODE_PORT}"
 
     def client_url(self) -> str:
         return f"http://{self.client_service}.{self.namespace}.svc:{NODE_PORT}"

@@ -85,6 +85,10 @@ class ClusterSpec:
     auth_secret: str | None = None
     durability: Durability = "fsync"
     termination_grace_seconds: int = DEFAULT_GRACE_SECONDS
+    tls_enabled: bool = False
+    """HTTPS for clients and mutual TLS between nodes."""
+    tls_secret: str | None = None
+    """A Secret with ``tls.crt``/``tls.key``/``ca.crt`` (cert-manager's layout); generated when absent."""
 
     @property
     def layout(self) -> Layout:
@@ -213,6 +217,8 @@ def parse_spec(spec: Mapping[str, Any], *, default_image: str) -> ClusterSpec:
         auth_secret=(spec.get("auth") or {}).get("secretName") or None,
         durability=durability,
         termination_grace_seconds=grace,
+        tls_enabled=bool((spec.get("tls") or {}).get("enabled")),
+        tls_secret=(spec.get("tls") or {}).get("secretName") or None,
     )
 
 
@@ -224,6 +230,8 @@ class AppliedState:
     storage_class: str | None
     auth_secret: str | None
     created: bool
+    tls_enabled: bool | None = None
+    """None for clusters created before the operator recorded it."""
 
 
 def check_transition(new: ClusterSpec, applied: AppliedState) -> None:
@@ -252,4 +260,9 @@ def check_transition(new: ClusterSpec, applied: AppliedState) -> None:
         raise SpecError(
             "UnsafeChange",
             "auth.secretName is immutable: nodes with different secrets would stop trusting each other",
+        )
+    if applied.tls_enabled is not None and new.tls_enabled != applied.tls_enabled:
+        raise SpecError(
+            "UnsafeChange",
+            "tls.enabled is fixed at creation: the nodes' stored peer addresses carry the scheme",
         )

@@ -33,6 +33,10 @@ from kvoperator.resources import (
     HASH_ANNOTATION,
     NODE_PORT,
     PORT_NAME,
+    TLS_CA_KEY,
+    TLS_CERT_KEY,
+    TLS_DIR,
+    TLS_KEY_KEY,
     TOKEN_KEY,
     Body,
     ClusterRef,
@@ -47,17 +51,19 @@ RUN_AS = 10001
 CONTAINER = "node"
 DATA_VOLUME = "data"
 AUTH_VOLUME = "auth"
+TLS_VOLUME = "tls"
 TMP_VOLUME = "tmp"
 
 
 def node_args(ref: ClusterRef, spec: ClusterSpec) -> list[str]:
     """The ``kvcluster node`` command line; ``$(POD_NAME)`` is expanded by the kubelet."""
+    scheme = "https" if spec.tls_enabled else "http"
     return [
         "node",
         "--listen",
         f"0.0.0.0:{NODE_PORT}",
         "--advertise-url",
-        f"http://$(POD_NAME).{ref.headless_service}.{ref.namespace}.svc:{NODE_PORT}",
+        f"{scheme}://$(POD_NAME).{ref.headless_service}.{ref.namespace}.svc:{NODE_PORT}",
         "--data-dir",
         DATA_DIR,
         "--token-file",
@@ -70,7 +76,32 @@ def node_args(ref: ClusterRef, spec: ClusterSpec) -> list[str]:
         str(spec.max_key_bytes),
         "--max-value-bytes",
         str(spec.max_value_bytes),
+        *tls_args(spec),
     ]
+
+
+def tls_args(spec: ClusterSpec) -> list[str]:
+    """HTTPS with the mounted Secret, and mutual TLS between nodes against the same CA.
+
+    The HMAC cluster secret stays on as well: a leaked node certificate alone
+    does not let anyone speak for a node.
+    """
+    if not spec.tls_enabled:
+        return []
+    return [
+        "--tls-cert",
+        f"{TLS_DIR}/{TLS_CERT_KEY}",
+        "--tls-key",
+        f"{TLS_DIR}/{TLS_KEY_KEY}",
+        "--tls-ca",
+        f"{TLS_DIR}/{TLS_CA_KEY}",
+        "--peer-tls-ca",
+        f"{TLS_DIR}/{TLS_CA_KEY}",
+    ]
+
+
+def tls_secret_name(ref: ClusterRef, spec: ClusterSpec) -> str:
+    return spec.tls_secret or ref.generated_tls_secret
 
 
 def node_env(ref: ClusterRef) -> list[Body]:
@@ -109,9 +140,10 @@ def build_affinity(ref: ClusterRef, spec: ClusterSpec) -> Body | None:
     return affinity or None
 
 
-def _http_probe(path: str, *, period: int, failures: int, initial_delay: int = 0) -> Body:
+def _http_probe(path: str, *, period: int, failures: int, initial_delay: int = 0, tls: bool = False) -> Body:
+    # The kubelet does not verify certificates on HTTPS probes, so none has to name the pod IP.
     probe: Body = {
-        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTPS" if tls else "HTTP"},
         "periodSeconds": period,
         "timeoutSeconds": 3,
         "failureThreshold": failures,
@@ -133,9 +165,9 @@ def build_pod_template(ref: ClusterRef, spec: ClusterSpec, auth_secret: str) -> 
         # Readiness gates client traffic; liveness restarts a wedged process.
         # The startup probe gives a node replaying a long log time before
         # liveness may kill it.
-        "readinessProbe": _http_probe("/readyz", period=5, failures=3),
-        "livenessProbe": _http_probe("/healthz", period=10, failures=6),
-        "startupProbe": _http_probe("/healthz", period=2, failures=150),
+        "readinessProbe": _http_probe("/readyz", period=5, failures=3, tls=spec.tls_enabled),
+        "livenessProbe": _http_probe("/healthz", period=10, failures=6, tls=spec.tls_enabled),
+        "startupProbe": _http_probe("/healthz", period=2, failures=150, tls=spec.tls_enabled),
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": DATA_DIR},
             {"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True},
@@ -148,6 +180,15 @@ def build_pod_template(ref: ClusterRef, spec: ClusterSpec, auth_secret: str) -> 
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if spec.tls_enabled:
+        # A Secret volume (not subPath) so the kubelet swaps renewed files in and the node reloads them.
+        container["volumeMounts"].append({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True})
+        pod_spec_volumes_tls: Body | None = {
+            "name": TLS_VOLUME,
+            "secret": {"secretName": tls_secret_name(ref, spec), "defaultMode": 0o440},
+        }
+    else:
+        pod_spec_volumes_tls = None
     if spec.resources:
         container["resources"] = {k: dict(v) for k, v in spec.resources.items() if isinstance(v, dict)}
 
@@ -171,6 +212,8 @@ def build_pod_template(ref: ClusterRef, spec: ClusterSpec, auth_secret: str) -> 
             {"name": TMP_VOLUME, "emptyDir": {}},
         ],
     }
+    if pod_spec_volumes_tls is not None:
+        pod_spec["volumes"].append(pod_spec_volumes_tls)
     affinity = build_affinity(ref, spec)
     if affinity:
         pod_spec["affinity"] = affinity

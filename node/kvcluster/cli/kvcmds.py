@@ -110,6 +110,13 @@ def client_options(func: F) -> F:
             help="File holding the bearer token.",
         ),
         click.option(
+            "--cacert",
+            envvar="KVCLUSTER_CACERT",
+            type=click.Path(dir_okay=False, exists=True),
+            default=None,
+            help="CA bundle to verify HTTPS endpoints with (default: the system store).",
+        ),
+        click.option(
             "--timeout",
             type=click.FloatRange(min=0.1),
             default=15.0,
@@ -123,9 +130,14 @@ def client_options(func: F) -> F:
 
 
 def make_client(
-    endpoints: tuple[str, ...], token: str | None, token_file: str | None, timeout: float
+    endpoints: tuple[str, ...],
+    token: str | None,
+    token_file: str | None,
+    timeout: float,
+    cacert: str | None = None,
 ) -> SyncClient:
-    return SyncClient(split_endpoints(endpoints), read_token(token, token_file), timeout=timeout)
+    token_value = read_token(token, token_file)
+    return SyncClient(split_endpoints(endpoints), token_value, timeout=timeout, cacert=cacert)
 
 
 @contextlib.contextmanager
@@ -193,6 +205,7 @@ def put_command(
     endpoints: tuple[str, ...],
     token: str | None,
     token_file: str | None,
+    cacert: str | None,
     timeout: float,
 ) -> None:
     """Store VALUE under KEY and print the new version.
@@ -211,7 +224,7 @@ def put_command(
         data = value_file.read()
     else:
         raise click.UsageError("give VALUE, --file PATH, or '-' to read the value from stdin")
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         version = kv.put(arg_bytes(key), data, if_version=if_version)
     click.echo(version)
 
@@ -234,10 +247,11 @@ def get_command(
     endpoints: tuple[str, ...],
     token: str | None,
     token_file: str | None,
+    cacert: str | None,
     timeout: float,
 ) -> None:
     """Write the raw value of KEY to stdout (exit code 1 if it does not exist)."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         item = kv.get(arg_bytes(key), "stale" if consistency == "stale" else "linearizable")
         if item is None:
             raise NotFound("key not found")
@@ -261,10 +275,11 @@ def delete_command(
     endpoints: tuple[str, ...],
     token: str | None,
     token_file: str | None,
+    cacert: str | None,
     timeout: float,
 ) -> None:
     """Delete KEY and print the version of the deletion (exit code 1 if it does not exist)."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         version = kv.delete(arg_bytes(key), if_version=if_version)
     click.echo(version)
 
@@ -297,6 +312,7 @@ def scan_command(
     endpoints: tuple[str, ...],
     token: str | None,
     token_file: str | None,
+    cacert: str | None,
     timeout: float,
 ) -> None:
     """List keys in byte order with their versions and values.
@@ -308,7 +324,7 @@ def scan_command(
     mode: Consistency = "stale" if consistency == "stale" else "linearizable"
     rows: list[Item] = []
     next_cursor: str | None = None
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         page = kv.scan(arg_bytes(prefix), arg_bytes(start), limit, mode, cursor=cursor)
         while True:
             if as_json:
@@ -378,10 +394,11 @@ def status_command(
     endpoints: tuple[str, ...],
     token: str | None,
     token_file: str | None,
+    cacert: str | None,
     timeout: float,
 ) -> None:
     """Nodes and partitions: range, voters, leader, term, commit index, applied index per replica."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         view = kv.cluster()
     if as_json:
         click.echo(json.dumps(view, indent=2))

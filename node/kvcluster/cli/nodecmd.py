@@ -13,6 +13,7 @@ import click
 
 from kvcluster.server import NodeConfig, serve
 from kvcluster.storage import Durability
+from kvcluster.transport import TlsSettings
 
 from . import loops
 
@@ -71,6 +72,24 @@ def read_secret(path: str | None, value: str | None) -> str | None:
 @click.option("--admin-token-file", type=click.Path(dir_okay=False), default=None)
 @click.option("--cluster-secret-file", type=click.Path(dir_okay=False), default=None)
 @click.option("--cluster-secret", default=None, help="Shared secret authenticating peers (prefer the file).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Serve HTTPS: PEM chain.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Private key of --tls-cert.")
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA bundle the other nodes' serving certificates chain to (default: the system store).",
+)
+@click.option(
+    "--peer-tls-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Mutual TLS between nodes: peers must present a certificate from this CA.",
+)
+@click.option(
+    "--peer-tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Certificate presented to peers (default: --tls-cert).",
+)
+@click.option("--peer-tls-key", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--tick-ms", type=click.IntRange(10, 10_000), default=100, show_default=True)
 @click.option("--election-ticks", type=click.IntRange(3, 1000), default=10, show_default=True)
 @click.option("--request-timeout", type=float, default=5.0, show_default=True)
@@ -108,6 +127,12 @@ def node_command(
     admin_token_file: str | None,
     cluster_secret_file: str | None,
     cluster_secret: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_ca: Path | None,
+    peer_tls_ca: Path | None,
+    peer_tls_cert: Path | None,
+    peer_tls_key: Path | None,
     tick_ms: int,
     election_ticks: int,
     request_timeout: float,
@@ -134,6 +159,11 @@ def node_command(
     if not port.isdigit():
         raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
     secret = read_secret(cluster_secret_file, cluster_secret)
+    tls = TlsSettings(tls_cert, tls_key, tls_ca, peer_tls_cert, peer_tls_key, peer_tls_ca)
+    try:
+        tls.validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     cfg = NodeConfig(
         node_id=node_id,
         data_dir=data_dir,
@@ -156,6 +186,7 @@ def node_command(
         snapshot_entries=snapshot_entries,
         balance_interval_s=balance_interval,
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
+        tls=tls,
     )
     code = loops.run(serve(cfg), event_loop)
     if code:

@@ -31,7 +31,9 @@ import bisect
 import contextlib
 import email.utils
 import json
+import os
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,6 +190,7 @@ class AsyncClient:
         pool_size: int = 100,
         rng: random.Random | None = None,
         follow_leaders: bool = True,
+        cacert: str | os.PathLike[str] | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
@@ -209,6 +212,8 @@ class AsyncClient:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.follow_leaders = follow_leaders
+        # HTTPS endpoints are verified against this CA bundle instead of the system store.
+        self.ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=cacert) if cacert else True
         self._routes: RoutingTable | None = None
         self._routes_at = float("-inf")
         self._routes_refresh: asyncio.Task[None] | None = None
@@ -233,7 +238,7 @@ class AsyncClient:
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=0),
+                connector=aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=0, ssl=self.ssl),
                 headers=headers,
                 trace_configs=[trace],
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvcluster.storage import Durability
+from kvcluster.transport import TlsSettings
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,11 @@ class NodeConfig:
     """How often the meta leader evens out leaderships when no reshape runs (0: never)."""
     snapshot_keep: int = 1_000
     """Entries kept after compaction for followers that are only slightly behind."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    tls_reload_s: float = 2.0
+    """How often the certificate files are checked for a rotation."""
 
     @property
     def url(self) -> str:
-        return self.advertise_url or f"http://{self.listen_host}:{self.listen_port}"
+        scheme = "https" if self.tls.serving else "http"
+        return self.advertise_url or f"{scheme}://{self.listen_host}:{self.listen_port}"

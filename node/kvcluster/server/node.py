@@ -17,7 +17,18 @@ from aiohttp import web
 from kvcluster.keyspace import META_PARTITION, NodeInfo, PartitionMap
 from kvcluster.storage import AppliedState, Batch, NewReplica, Store
 from kvcluster.storage.metastate import initial_state
-from kvcluster.transport import RAFT_PATH, PeerAuth, PeerAuthError, PeerLinks, PeerRPC, pack, unpack
+from kvcluster.transport import (
+    RAFT_PATH,
+    PeerAuth,
+    PeerAuthError,
+    PeerLinks,
+    PeerRPC,
+    TlsContexts,
+    TlsReloader,
+    has_peer_certificate,
+    pack,
+    unpack,
+)
 from kvcluster.transport.codec import message_from_wire
 
 from .admin import AdminApi
@@ -47,8 +58,11 @@ class Node:
         self.metrics = NodeMetrics()
         self.store = Store(cfg.data_dir, cfg.durability)
         self.auth = PeerAuth(cfg.node_id, cfg.cluster_secret)
-        self.links = PeerLinks(cfg.node_id, self.auth, self._on_frame, self._on_unreachable)
-        self.rpc = PeerRPC(self.auth, self.links.urls)
+        self.tls = TlsContexts(cfg.tls)
+        self.tls_reloader = TlsReloader(self.tls, cfg.tls_reload_s)
+        peer_ssl = self.tls.peer_ssl()
+        self.links = PeerLinks(cfg.node_id, self.auth, self._on_frame, self._on_unreachable, peer_ssl)
+        self.rpc = PeerRPC(self.auth, self.links.urls, peer_ssl)
         self.host = RaftHost(cfg, self.store, self.links, self.rpc, self.metrics, on_fatal=self._on_fatal)
         self.metrics.watch(self.host, self.links)
         self.pmap = PartitionMap()
@@ -128,8 +142,15 @@ class Node:
         self.links.set_peers(urls)
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=3.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.listen_host, self.cfg.listen_port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            self.cfg.listen_host,
+            self.cfg.listen_port,
+            reuse_address=True,
+            ssl_context=self.tls.server,
+        )
         await site.start()
+        self.tls_reloader.start()
         self.mapsync.start()
         self.reshaper.start()
         self.lease_keeper.start()
@@ -143,6 +164,7 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful shutdown: hand leadership over, finish in-flight requests, close."""
+        await self.tls_reloader.stop()
         await self.reshaper.stop()
         await self.lease_keeper.stop()
         await self.mapsync.stop()
@@ -222,6 +244,12 @@ class Node:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
+        if (
+            path.startswith("/internal/")
+            and self.cfg.tls.mutual
+            and not has_peer_certificate(request.transport)
+        ):
+            raise Unauthorized("peer endpoints need a client certificate from the cluster CA")
         if path.startswith("/internal/") and path != RAFT_PATH:
             try:
                 self.auth.verify(request.headers, path)

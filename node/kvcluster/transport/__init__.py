@@ -4,6 +4,7 @@ from .codec import Frame, pack, unpack
 from .peers import RAFT_PATH, PeerLinks
 from .rpc import PeerRPC, PeerUnavailable
 from .signing import PeerAuth, PeerAuthError
+from .tls import TlsContexts, TlsReloader, TlsSettings, has_peer_certificate
 
 __all__ = [
     "RAFT_PATH",
@@ -13,6 +14,10 @@ __all__ = [
     "PeerLinks",
     "PeerRPC",
     "PeerUnavailable",
+    "TlsContexts",
+    "TlsReloader",
+    "TlsSettings",
+    "has_peer_certificate",
     "pack",
     "unpack",
 ]

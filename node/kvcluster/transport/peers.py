@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 import aiohttp
 from aiohttp import web
@@ -49,9 +50,11 @@ class PeerLinks:
         auth: PeerAuth,
         on_frame: Callable[[Frame], None],
         on_unreachable: Callable[[int, list[tuple[int, Message]]], None],
+        ssl: SSLContext | bool = True,
     ) -> None:
         self.node_id = node_id
         self.auth = auth
+        self.ssl = ssl
         self.on_frame = on_frame
         self.on_unreachable = on_unreachable
         self.urls: dict[int, str] = {}
@@ -138,7 +141,11 @@ class PeerLinks:
                 # Bounded as a whole: the connect timeout does not cover the upgrade's answer.
                 ws = await asyncio.wait_for(
                     self._session.ws_connect(
-                        url + RAFT_PATH, headers=self.auth.headers(RAFT_PATH), heartbeat=2.0, max_msg_size=0
+                        url + RAFT_PATH,
+                        headers=self.auth.headers(RAFT_PATH),
+                        heartbeat=2.0,
+                        max_msg_size=0,
+                        ssl=self.ssl,
                     ),
                     HANDSHAKE_TIMEOUT_S,
                 )

@@ -7,6 +7,7 @@ large and slow, and must not hold up heartbeats queued behind it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from ssl import SSLContext
 
 import aiohttp
 
@@ -27,15 +28,17 @@ class PeerUnavailable(Exception):
 
 
 class PeerRPC:
-    def __init__(self, auth: PeerAuth, urls: Mapping[int, str]) -> None:
+    def __init__(self, auth: PeerAuth, urls: Mapping[int, str], ssl: SSLContext | bool = True) -> None:
         self.auth = auth
+        self.ssl = ssl
         self.urls = urls
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit_per_host=64), timeout=aiohttp.ClientTimeout(total=None)
+                connector=aiohttp.TCPConnector(limit_per_host=64, ssl=self.ssl),
+                timeout=aiohttp.ClientTimeout(total=None),
             )
         return self._session
 
