@@ -20,6 +20,7 @@ from kvcluster.storage.metastate import initial_state
 from kvcluster.transport import RAFT_PATH, PeerAuth, PeerAuthError, PeerLinks, PeerRPC, pack, unpack
 from kvcluster.transport.codec import message_from_wire
 
+from . import openapi, statuspage
 from .admin import AdminApi
 from .api import KVApi
 from .clusterstatus import STATUS_PATH, collect_status
@@ -161,6 +162,7 @@ class Node:
         )
         app.add_routes(self.kv.routes())
         app.add_routes(self.admin.routes())
+        app.add_routes([*statuspage.routes(), *openapi.routes()])
         app.add_routes(
             [
                 web.get("/v1/cluster", self.cluster),
