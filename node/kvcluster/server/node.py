@@ -20,7 +20,7 @@ from kvcluster.storage.metastate import initial_state
 from kvcluster.transport import RAFT_PATH, PeerAuth, PeerAuthError, PeerLinks, PeerRPC, pack, unpack
 from kvcluster.transport.codec import message_from_wire
 
-from . import openapi, statuspage
+from . import expect, openapi, statuspage
 from .admin import AdminApi
 from .api import KVApi
 from .clusterstatus import STATUS_PATH, collect_status
@@ -176,6 +176,7 @@ class Node:
                 web.post(MAP_PATH, self.internal_map),
             ]
         )
+        expect.install(app)
         return app
 
     @web.middleware
