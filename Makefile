@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test system test-tools lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-scale bench-reshape clean tools manifests image test-docker test-kind
+FUZZ_EXAMPLES ?= 20000
+.PHONY: fuzz-long run test system test-tools lint typecheck fmt check-imports sim-long soak torture bench bench-compare bench-scale bench-reshape clean tools manifests image test-docker test-kind
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,3 +102,8 @@ bench-reshape: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## The API fuzzer with many more examples than `make test` runs.
+fuzz-long: $(STAMP)
+	KVCLUSTER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  --timeout 3600 tests/integration/test_api_fuzz.py

@@ -15,6 +15,7 @@ from kvcluster.keyspace import PartitionMap
 from kvcluster.placement import AddLearner, Merge, Promote, RemoveReplica, Split, Step, TransferLeader
 from kvcluster.placement.steps import next_partition_id
 
+from .api import MAX_INT64
 from .errors import BadRequest, Conflict, NotFound
 from .reshape import Reshaper
 
@@ -31,8 +32,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 def int_field(body: dict[str, Any], name: str, lo: int = 0) -> int:
     value = body.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise BadRequest(f"{name!r} must be an integer >= {lo}")
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= MAX_INT64:
+        raise BadRequest(f"{name!r} must be an integer between {lo} and {MAX_INT64}")
     return value
 
 

@@ -24,6 +24,8 @@ from .router import Router
 KV_PREFIX = "/v1/kv/"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_INT64 = (1 << 63) - 1
+"""Versions are SQLite integers: a bigger number can match nothing and would overflow the query."""
 
 
 def encode_item(key: bytes, value: bytes | None = None) -> dict[str, Any]:
@@ -62,8 +64,9 @@ def int_param(
         value = int(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(f"{name} must be an integer") from None
-    if value < lo or (hi is not None and value > hi):
-        bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+    top = MAX_INT64 if hi is None else hi
+    if value < lo or value > top:
+        bounds = f"between {lo} and {top}"
         raise BadRequest(f"{name} must be {bounds}")
     return value
 

@@ -31,6 +31,7 @@ from kvcluster.transport import (
 )
 from kvcluster.transport.codec import message_from_wire
 
+from . import expect, openapi, statuspage
 from .admin import AdminApi
 from .api import KVApi
 from .clusterstatus import STATUS_PATH, collect_status
@@ -189,6 +190,7 @@ class Node:
         app.add_routes(self.kv.routes())
         app.add_routes(self.admin.routes())
         app.add_routes(LeaseApi(self.router).routes())
+        app.add_routes([*statuspage.routes(), *openapi.routes()])
         app.add_routes(
             [
                 web.get("/v1/cluster", self.cluster),
@@ -202,6 +204,7 @@ class Node:
                 web.post(MAP_PATH, self.internal_map),
             ]
         )
+        expect.install(app)
         return app
 
     @web.middleware
