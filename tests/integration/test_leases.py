@@ -26,8 +26,8 @@ def meta_leader(cluster: LocalCluster, via: int = 1) -> int | None:
     return int(leader) if leader else None
 
 
-async def present(kv: AsyncClient) -> list[bool]:
-    return [await kv.get(k) is not None for k in KEYS]
+async def present(kv: AsyncClient, consistency: Consistency = "linearizable") -> list[bool]:
+    return [await kv.get(k, consistency=consistency) is not None for k in KEYS]
 
 
 async def assert_held_until(
@@ -142,14 +142,23 @@ async def test_no_early_expiry_when_the_meta_leader_is_paused(make_cluster: Clus
         lease = await kv.lease_grant(ttl)
         for k in KEYS:
             await kv.put(k, b"held", lease=lease)
+        # Every replica holds every key before the pause, so a stale read that misses one later
+        # means a delete was applied there -- not a follower that had not caught up yet.
+        deadline = time.monotonic() + 10
+        for url in cluster.urls():
+            async with AsyncClient([url], follow_leaders=False) as one:
+                while not all(await present(one, "stale")):
+                    assert time.monotonic() < deadline, f"{url} never applied the lease-bound puts"
+                    await asyncio.sleep(0.05)
         await kv.lease_keepalive(lease)
         paused_at = time.monotonic()
         cluster.pause(leader)
         try:
             # A new meta leader is elected; it must grant a fresh full ttl, never expire early.
-            # Stale reads on both survivors: a committed delete is on both of them (a majority), and
-            # their answers do not wait out the paused node as forwarded linearizable reads would.
-            survivors = [AsyncClient([u]) for u in others]
+            # Stale reads on both survivors, served by their own replicas: they do not wait out the
+            # paused node as linearizable reads forwarded to it would, and (every key having been
+            # applied everywhere before the pause) a key missing on either was deleted there.
+            survivors = [AsyncClient([u], follow_leaders=False) for u in others]
             reads = await assert_held_until(
                 survivors, paused_at + ttl - 0.3, "lease expired early across the leader change", "stale"
             )
@@ -164,7 +173,7 @@ async def test_no_early_expiry_when_the_meta_leader_is_paused(make_cluster: Clus
             assert new_leader
             # Stale reads on one live node: its own replicas apply the logged deletes too, and the
             # client's cached routes to the paused node would only slow linearizable reads down.
-            other = AsyncClient(others[:1])
+            other = AsyncClient(others[:1], follow_leaders=False)
             deadline = paused_at + 2 * ttl + 15
             while any([await other.get(k, consistency="stale") is not None for k in KEYS]):
                 assert time.monotonic() < deadline, "the new meta leader never expired the lease"

@@ -202,3 +202,34 @@ async def test_metrics_follow_the_conventions_and_move(make_cluster: ClusterFact
     for text, _ in [*before_text, *after_text]:
         result = metricsdoc.run_promtool(["check", "metrics"], stdin=text)
         assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+async def test_stale_reads_are_served_by_the_local_replica(make_cluster: ClusterFactory) -> None:
+    """A stale read never pays the forwarding hop (nor waits on an unreachable leader) when the
+    node it reaches holds a replica; a linearizable read there is forwarded to the leader."""
+    cluster = make_cluster(nodes=3, partitions=4, replicas=3)
+    keys = [f"stale/{i}" for i in range(24)]
+    async with aiohttp.ClientSession() as s:
+        for k in keys:
+            assert (await put(s, cluster.urls()[0], k, b"v"))[0] == 200
+        before = [
+            value(fams, "kvcluster_forwarded_requests_total", op="get")
+            for _, fams in await scrape_all(s, cluster)
+        ]
+        for url in cluster.urls():
+            for k in keys:
+                assert (await get(s, url, k, consistency="stale"))[0] in (200, 404)
+        after = [
+            value(fams, "kvcluster_forwarded_requests_total", op="get")
+            for _, fams in await scrape_all(s, cluster)
+        ]
+        assert after == before, (before, after)
+        for url in cluster.urls():
+            for k in keys:
+                assert (await get(s, url, k))[0] == 200
+        forwarded = [
+            value(fams, "kvcluster_forwarded_requests_total", op="get")
+            for _, fams in await scrape_all(s, cluster)
+        ]
+    # Each partition has one leader, so the other two nodes forward their linearizable reads of it.
+    assert sum(forwarded) - sum(after) >= 2 * len(keys), (after, forwarded)

@@ -91,6 +91,11 @@ _CONSISTENCY = _query(
 _OBJECT = {"type": "object"}
 _ADMIN_BODY = {"required": True, "content": {_JSON: {"schema": _OBJECT}}}
 _STEP = _ok("The step ran", _ref("Step"))
+_LEASE = {
+    "type": "object",
+    "required": ["id", "ttl"],
+    "properties": {"id": {"type": "integer"}, "ttl": {"type": "number"}},
+}
 _ADMIN_ERRORS = {"404": _error("No such node or partition"), "409": _error("The cluster refused the step")}
 
 
@@ -130,7 +135,14 @@ def document() -> dict[str, Any]:
                     "409": _error("if_version did not match"),
                     "413": _error("The key or value is over its limit"),
                 },
-                parameters=[_IF_VERSION],
+                parameters=[
+                    _IF_VERSION,
+                    _query(
+                        "lease",
+                        "Bind the key to this lease: it is deleted when the lease expires or is revoked",
+                        {"type": "integer", "minimum": 1},
+                    ),
+                ],
                 requestBody={
                     "required": False,
                     "content": {
@@ -175,6 +187,38 @@ def document() -> dict[str, Any]:
                     _CONSISTENCY,
                 ],
             )
+        },
+        "/v1/leases": {
+            "post": _op(
+                "Grant a lease",
+                {**_ok("The lease id and its ttl in seconds", _LEASE), "400": _error("ttl missing or out of range")},
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ttl"],
+                                "properties": {"ttl": {"type": "number", "exclusiveMinimum": 0}},
+                            }
+                        }
+                    },
+                },
+            )
+        },
+        "/v1/leases/{id}/keepalive": {
+            "parameters": [_path("id", "Lease id")],
+            "post": _op(
+                "Restart a lease's countdown at its full ttl",
+                {**_ok("The lease", _LEASE), "404": _error("No such lease, or it is expiring")},
+            ),
+        },
+        "/v1/leases/{id}": {
+            "parameters": [_path("id", "Lease id")],
+            "delete": _op(
+                "Revoke a lease and delete the keys bound to it",
+                {**_ok("Revoked; 'deleted' counts the keys removed", _OBJECT), "404": _error("No such lease")},
+            ),
         },
         "/v1/routing": {
             "get": _op("Partition ranges and their leaders' URLs", _ok("The routing table", _OBJECT))
