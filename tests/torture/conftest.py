@@ -94,6 +94,8 @@ def torture(tmp_path: Path) -> Torture:
         config = Config(out=tmp_path / "run", nemeses=nemeses, duration=duration, seed=seed, **settings)
         summary = run(config)
         print(json.dumps(summary.to_dict(), indent=1, default=str)[:20000])
+        if summary.exit_code != 0:
+            print_node_failures(tmp_path / "run" / "cluster")
         if summary.skipped_nemeses and must_run():
             # The runner skips a nemesis it cannot inject and the run still passes; here that
             # would hide a broken setup behind a green suite.
@@ -101,6 +103,17 @@ def torture(tmp_path: Path) -> Torture:
         return summary
 
     return go
+
+
+def print_node_failures(cluster_dir: Path, lines_after: int = 40) -> None:
+    """Print each node log's first fatal record with its traceback: CI keeps stdout, not the files."""
+    for log_path in sorted(cluster_dir.glob("node*.log")):
+        lines = log_path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if "CRITICAL" in line or "Traceback" in line:
+                print(f"--- {log_path.name}, line {i + 1} ---")
+                print("\n".join(lines[max(0, i - 5) : i + lines_after]))
+                break
 
 
 def assert_clean(summary: Summary) -> None:

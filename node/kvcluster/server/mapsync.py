@@ -160,15 +160,52 @@ class MapSync:
             )
 
     def _collect_orphans(self, truth: PartitionMap) -> None:
-        for pid, r in list(self.host.replicas.items()):
-            if r.removed or r.is_leader:
-                continue
-            mine = r.state.descriptor
-            known = truth.meta if pid == META_PARTITION else truth.partitions.get(pid)
-            if known is not None:
-                if known.epoch > mine.epoch and self.cfg.node_id not in known.replicas:
-                    self.host.destroy_replica(pid, known.epoch)
-            elif pid != META_PARTITION and any(
-                d.range.overlaps(mine.range) and d.epoch > mine.epoch for d in truth.partitions.values()
-            ):
-                self.host.destroy_replica(pid, mine.epoch)
+        local = {pid: r.state.descriptor for pid, r in self.host.replicas.items() if not r.removed}
+        leading = {pid for pid, r in self.host.replicas.items() if r.is_leader}
+        for pid, epoch in orphans(truth, local, leading, self.cfg.node_id):
+            self.host.destroy_replica(pid, epoch)
+
+
+def orphans(
+    truth: PartitionMap,
+    local: dict[int, PartitionDescriptor],
+    leading: set[int],
+    node_id: int,
+) -> list[tuple[int, int]]:
+    """The local replicas (partition, epoch) the map says this node no longer holds.
+
+    A replica the map moved off this node goes at once. One whose partition the map no
+    longer has at all -- merged away -- may still be needed: a merge is applied by the
+    left neighbour's replica on this same node, which reads the right replica's rows, and
+    a left replica that lags the map has yet to apply it. Dropping the right one first
+    would leave that merge unappliable and stop the node. So a merged-away replica waits
+    while a local replica ending where it starts still lags the map; once that one has
+    caught up (by log or by snapshot) or been dropped itself, nothing local needs it.
+    """
+    out: list[tuple[int, int]] = []
+    for pid, mine in sorted(local.items()):
+        if pid in leading:
+            continue
+        known = truth.meta if pid == META_PARTITION else truth.partitions.get(pid)
+        if known is not None:
+            if known.epoch > mine.epoch and node_id not in known.replicas:
+                out.append((pid, known.epoch))
+            continue
+        if pid == META_PARTITION:
+            continue
+        if not any(d.range.overlaps(mine.range) and d.epoch > mine.epoch for d in truth.partitions.values()):
+            continue
+        if any(
+            other not in (pid, META_PARTITION)
+            and desc.range.end == mine.range.start
+            and _lags(truth, other, desc)
+            for other, desc in local.items()
+        ):
+            continue
+        out.append((pid, mine.epoch))
+    return out
+
+
+def _lags(truth: PartitionMap, pid: int, mine: PartitionDescriptor) -> bool:
+    known = truth.partitions.get(pid)
+    return known is None or known.epoch > mine.epoch
