@@ -191,7 +191,10 @@ def document() -> dict[str, Any]:
         "/v1/leases": {
             "post": _op(
                 "Grant a lease",
-                {**_ok("The lease id and its ttl in seconds", _LEASE), "400": _error("ttl missing or out of range")},
+                {
+                    **_ok("The lease id and its ttl in seconds", _LEASE),
+                    "400": _error("ttl missing or out of range"),
+                },
                 requestBody={
                     "required": True,
                     "content": {
@@ -217,7 +220,10 @@ def document() -> dict[str, Any]:
             "parameters": [_path("id", "Lease id")],
             "delete": _op(
                 "Revoke a lease and delete the keys bound to it",
-                {**_ok("Revoked; 'deleted' counts the keys removed", _OBJECT), "404": _error("No such lease")},
+                {
+                    **_ok("Revoked; 'deleted' counts the keys removed", _OBJECT),
+                    "404": _error("No such lease"),
+                },
             ),
         },
         "/v1/routing": {
