@@ -34,10 +34,15 @@ def lease_command() -> None:
 @click.argument("ttl", type=float)
 @client_options
 def grant_command(
-    ttl: float, endpoints: tuple[str, ...], token: str | None, token_file: str | None, timeout: float
+    ttl: float,
+    endpoints: tuple[str, ...],
+    token: str | None,
+    token_file: str | None,
+    timeout: float,
+    cacert: str | None,
 ) -> None:
     """Grant a lease of TTL seconds and print its id."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         click.echo(kv.lease_grant(ttl))
 
 
@@ -45,10 +50,15 @@ def grant_command(
 @click.argument("lease", type=click.IntRange(min=1))
 @client_options
 def keepalive_command(
-    lease: int, endpoints: tuple[str, ...], token: str | None, token_file: str | None, timeout: float
+    lease: int,
+    endpoints: tuple[str, ...],
+    token: str | None,
+    token_file: str | None,
+    timeout: float,
+    cacert: str | None,
 ) -> None:
     """Restart the lease's countdown once (exit 1 if it already expired)."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         click.echo(kv.lease_keepalive(lease))
 
 
@@ -56,10 +66,15 @@ def keepalive_command(
 @click.argument("lease", type=click.IntRange(min=1))
 @client_options
 def revoke_command(
-    lease: int, endpoints: tuple[str, ...], token: str | None, token_file: str | None, timeout: float
+    lease: int,
+    endpoints: tuple[str, ...],
+    token: str | None,
+    token_file: str | None,
+    timeout: float,
+    cacert: str | None,
 ) -> None:
     """Revoke the lease now and print how many keys it deleted."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         click.echo(kv.lease_revoke(lease))
 
 
@@ -96,11 +111,12 @@ def lock_command(
     token: str | None,
     token_file: str | None,
     timeout: float,
+    cacert: str | None,
 ) -> None:
     """Hold the lock NAME while CMD runs (``kvcluster lock NAME -- CMD ARGS``); exit with CMD's code."""
     key = LOCK_PREFIX + name
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}".encode()
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout) as kv:
+    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
         lease = kv.lease_grant(ttl)
         try:
             if not acquire(kv, key, holder, lease, wait):
