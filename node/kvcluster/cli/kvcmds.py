@@ -13,12 +13,14 @@ passed (``os.fsencode``), so ``kvcluster put $'\\xff' x`` stores the key
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -87,8 +89,25 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
     return token or None
 
 
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """How to reach the cluster, as the shared options gave it.
+
+    Commands take this one object instead of each option, so an option added
+    to ``client_options`` reaches every command without touching any of them.
+    """
+
+    endpoints: tuple[str, ...]
+    token: str | None
+    timeout: float
+    cacert: str | None
+
+    def client(self) -> SyncClient:
+        return SyncClient(list(self.endpoints), self.token, timeout=self.timeout, cacert=self.cacert)
+
+
 def client_options(func: F) -> F:
-    """The connection options every command shares."""
+    """The connection options every command shares, handed to it as ``conn: Connection``."""
     options = [
         click.option(
             "--endpoint",
@@ -124,20 +143,24 @@ def client_options(func: F) -> F:
             help="Overall deadline in seconds, retries included.",
         ),
     ]
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        endpoints: tuple[str, ...],
+        token: str | None,
+        token_file: str | None,
+        cacert: str | None,
+        timeout: float,
+        **kwargs: Any,
+    ) -> Any:
+        conn = Connection(tuple(split_endpoints(endpoints)), read_token(token, token_file), timeout, cacert)
+        return func(*args, conn=conn, **kwargs)
+
+    wrapped: Callable[..., Any] = command
     for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def make_client(
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    timeout: float,
-    cacert: str | None = None,
-) -> SyncClient:
-    token_value = read_token(token, token_file)
-    return SyncClient(split_endpoints(endpoints), token_value, timeout=timeout, cacert=cacert)
+        wrapped = option(wrapped)
+    return cast(F, wrapped)
 
 
 @contextlib.contextmanager
@@ -202,11 +225,7 @@ def put_command(
     value: str | None,
     value_file: BinaryIO | None,
     if_version: int | None,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    cacert: str | None,
-    timeout: float,
+    conn: Connection,
 ) -> None:
     """Store VALUE under KEY and print the new version.
 
@@ -224,7 +243,7 @@ def put_command(
         data = value_file.read()
     else:
         raise click.UsageError("give VALUE, --file PATH, or '-' to read the value from stdin")
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         version = kv.put(arg_bytes(key), data, if_version=if_version)
     click.echo(version)
 
@@ -244,14 +263,10 @@ def get_command(
     key: str,
     consistency: str,
     show_version: bool,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    cacert: str | None,
-    timeout: float,
+    conn: Connection,
 ) -> None:
     """Write the raw value of KEY to stdout (exit code 1 if it does not exist)."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         item = kv.get(arg_bytes(key), "stale" if consistency == "stale" else "linearizable")
         if item is None:
             raise NotFound("key not found")
@@ -272,14 +287,10 @@ def get_command(
 def delete_command(
     key: str,
     if_version: int | None,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    cacert: str | None,
-    timeout: float,
+    conn: Connection,
 ) -> None:
     """Delete KEY and print the version of the deletion (exit code 1 if it does not exist)."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         version = kv.delete(arg_bytes(key), if_version=if_version)
     click.echo(version)
 
@@ -309,11 +320,7 @@ def scan_command(
     all_pages: bool,
     as_json: bool,
     consistency: str,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    cacert: str | None,
-    timeout: float,
+    conn: Connection,
 ) -> None:
     """List keys in byte order with their versions and values.
 
@@ -324,7 +331,7 @@ def scan_command(
     mode: Consistency = "stale" if consistency == "stale" else "linearizable"
     rows: list[Item] = []
     next_cursor: str | None = None
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         page = kv.scan(arg_bytes(prefix), arg_bytes(start), limit, mode, cursor=cursor)
         while True:
             if as_json:
@@ -391,14 +398,10 @@ def status_tables(view: dict[str, Any]) -> tuple[Table, Table]:
 @client_options
 def status_command(
     as_json: bool,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    cacert: str | None,
-    timeout: float,
+    conn: Connection,
 ) -> None:
     """Nodes and partitions: range, voters, leader, term, commit index, applied index per replica."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         view = kv.cluster()
     if as_json:
         click.echo(json.dumps(view, indent=2))

@@ -20,7 +20,7 @@ import click
 
 from kvcluster.client import KVError, NotFound, OutcomeUnknown, SyncClient, VersionConflict
 
-from .kvcmds import EXIT_CODES, EXIT_UNAVAILABLE, client_options, make_client, reporting_errors
+from .kvcmds import EXIT_CODES, EXIT_UNAVAILABLE, Connection, client_options, reporting_errors
 
 LOCK_PREFIX = "locks/"
 
@@ -35,14 +35,10 @@ def lease_command() -> None:
 @client_options
 def grant_command(
     ttl: float,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    timeout: float,
-    cacert: str | None,
+    conn: Connection,
 ) -> None:
     """Grant a lease of TTL seconds and print its id."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         click.echo(kv.lease_grant(ttl))
 
 
@@ -51,14 +47,10 @@ def grant_command(
 @client_options
 def keepalive_command(
     lease: int,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    timeout: float,
-    cacert: str | None,
+    conn: Connection,
 ) -> None:
     """Restart the lease's countdown once (exit 1 if it already expired)."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         click.echo(kv.lease_keepalive(lease))
 
 
@@ -67,14 +59,10 @@ def keepalive_command(
 @client_options
 def revoke_command(
     lease: int,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    timeout: float,
-    cacert: str | None,
+    conn: Connection,
 ) -> None:
     """Revoke the lease now and print how many keys it deleted."""
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         click.echo(kv.lease_revoke(lease))
 
 
@@ -107,16 +95,12 @@ def lock_command(
     cmd: tuple[str, ...],
     ttl: float,
     wait: float,
-    endpoints: tuple[str, ...],
-    token: str | None,
-    token_file: str | None,
-    timeout: float,
-    cacert: str | None,
+    conn: Connection,
 ) -> None:
     """Hold the lock NAME while CMD runs (``kvcluster lock NAME -- CMD ARGS``); exit with CMD's code."""
     key = LOCK_PREFIX + name
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}".encode()
-    with reporting_errors(), make_client(endpoints, token, token_file, timeout, cacert) as kv:
+    with reporting_errors(), conn.client() as kv:
         lease = kv.lease_grant(ttl)
         try:
             if not acquire(kv, key, holder, lease, wait):
