@@ -120,6 +120,10 @@ class AdminClient:
         _, data = await self._call("POST", f"/v1/admin/nodes/{node_id}/drain")
         return str((data or {}).get("job", ""))
 
+    async def transfer_leader(self, partition: int, node_id: int) -> None:
+        """``POST /v1/admin/partitions/{id}/leader``: hand the partition's leadership to ``node_id``."""
+        await self._call("POST", f"/v1/admin/partitions/{partition}/leader", {"node": node_id})
+
     async def forget(self, node_id: int) -> None:
         """``POST /v1/admin/nodes/{id}/forget``: drop a node that holds nothing from the member list.
 

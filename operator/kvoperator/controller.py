@@ -34,6 +34,7 @@ from kvoperator.kube import (
     CONFIGMAPS,
     KVCLUSTERS,
     PDBS,
+    PODS,
     PVCS,
     SECRETS,
     SERVICES,
@@ -59,6 +60,7 @@ from kvoperator.services import build_client_service, build_headless_service
 from kvoperator.spec import ClusterSpec, Layout, SpecError, parse_quantity, parse_spec
 from kvoperator.statefulset import build_statefulset, mutable_patch, tls_secret_name
 from kvoperator.tlssecret import build_tls_secret, generate_tls_material
+from kvoperator.upgrade import PodView, Replication
 
 LoginFn = Callable[..., kopf.ConnectionInfo | None]
 DEFAULT_IMAGE = "kvcluster:latest"
@@ -297,15 +299,19 @@ class Operator:
         summary: rc.Summary | None = None
         job: rc.JobView | None = None
         nodes: dict[int, rc.NodeView] = {}
+        replication: Replication | None = None
         admin_error: str | None = None
         try:
             if needs.summary:
-                summary = rc.Summary.from_cluster(await admin.cluster())
+                view = await admin.cluster()
+                summary = rc.Summary.from_cluster(view)
                 if summary.leaderless:
                     # A partition born of a split, or one whose leader just stepped down, elects
                     # within an election timeout: look again before calling it a problem.
                     await asyncio.sleep(LEADERLESS_GRACE_S)
-                    summary = rc.Summary.from_cluster(await admin.cluster())
+                    view = await admin.cluster()
+                    summary = rc.Summary.from_cluster(view)
+                replication = Replication.from_cluster(view)
             if needs.job:
                 job = rc.JobView.from_api(await admin.reshape_status())
             for node_id in needs.nodes:
@@ -329,6 +335,8 @@ class Operator:
             job=job,
             nodes=nodes,
             admin_error=admin_error if needs.summary or needs.job or needs.nodes else None,
+            pods=await self._pods(ref) if sts is not None else {},
+            replication=replication,
         )
         plan = rc.decide(obs)
         events: list[st.EventSpec] = []
@@ -361,6 +369,16 @@ class Operator:
             )
             (logger.warning if event.type == "Warning" else logger.info)(f"{event.reason}: {event.message}")
         return plan
+
+    async def _pods(self, ref: ClusterRef) -> dict[int, PodView]:
+        """The StatefulSet's pods by ordinal (a roll compares their revisions with the template's)."""
+        prefix = ref.statefulset + "-"
+        pods: dict[int, PodView] = {}
+        for body in await self.kube.list(PODS.path(ref.namespace), label_selector=selector_string(ref)):
+            view = PodView.from_body(body)
+            if view is not None and str(body["metadata"]["name"]).startswith(prefix):
+                pods[view.ordinal] = view
+        return pods
 
     def _secret_name(self, ref: ClusterRef, spec: ClusterSpec | SpecError, status: Mapping[str, Any]) -> str:
         if isinstance(spec, ClusterSpec):
@@ -504,6 +522,8 @@ class Operator:
                     st.EventSpec("Normal", "DrainRequested", f"node {node_id} ({ref.pod_name(node_id)})")
                 )
 
+        await self._roll(ref, plan, admin, events, logger)
+
         forgotten: list[str] = []
         for node_id in plan.forget:
             try:
@@ -514,6 +534,30 @@ class Operator:
                 forgotten.append(str(node_id))
         if forgotten:
             events.append(st.EventSpec("Normal", "NodesRemoved", "left the cluster: " + ", ".join(forgotten)))
+
+    async def _roll(
+        self,
+        ref: ClusterRef,
+        plan: rc.Plan,
+        admin: AdminClient,
+        events: list[st.EventSpec],
+        logger: kopf.Logger,
+    ) -> None:
+        """One step of a roll: move leaderships off the next pod, or delete it (see kvoperator.upgrade)."""
+        for partition, node_id in plan.move_leaders:
+            try:
+                await admin.transfer_leader(partition, node_id)
+            except (AdminError, AdminUnavailable) as exc:
+                # Not fatal: the node hands off what it still leads when its pod stops.
+                logger.info(f"leadership of partition {partition} not moved: {exc}")
+        if plan.delete_pod is not None:
+            name = ref.pod_name(plan.delete_pod + 1)
+            try:
+                await self.kube.delete(PODS.path(ref.namespace, name))
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+            logger.info(f"rolling upgrade: deleted pod {name}")
 
     async def _grow_claims(
         self, ref: ClusterRef, spec: ClusterSpec, sts_body: Body, pods: int, events: list[st.EventSpec]

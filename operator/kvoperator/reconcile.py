@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kvoperator import status as st
+from kvoperator import upgrade as up
 from kvoperator.spec import AppliedState, ClusterSpec, Layout, SpecError, check_transition
 
 ReshapePhase = Literal["GrowNodes", "Reshape", "Drain", "ShrinkNodes", "Rejected"]
@@ -58,6 +59,7 @@ class StsView:
     spec_replicas: int
     status_replicas: int
     ready_replicas: int
+    update_revision: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> StsView:
@@ -66,6 +68,7 @@ class StsView:
             spec_replicas=int((body.get("spec") or {}).get("replicas", 0)),
             status_replicas=int(status.get("replicas", 0) or 0),
             ready_replicas=int(status.get("readyReplicas", 0) or 0),
+            update_revision=status.get("updateRevision") or None,
         )
 
 
@@ -193,6 +196,9 @@ class Observation:
     job: JobView | None = None
     nodes: Mapping[int, NodeView] = field(default_factory=dict)
     admin_error: str | None = None
+    pods: Mapping[int, up.PodView] = field(default_factory=dict)
+    """The StatefulSet's pods by ordinal: their template revision and readiness (for rolls)."""
+    replication: up.Replication | None = None
 
 
 @dataclass
@@ -210,6 +216,10 @@ class Plan:
     drain: list[int] = field(default_factory=list)
     forget: list[int] = field(default_factory=list)
     """Removed nodes to drop from the cluster's member list (their pods are gone)."""
+    move_leaders: tuple[tuple[int, int], ...] = ()
+    """(partition, new leader): leaderships to move off the node whose pod a roll replaces next."""
+    delete_pod: int | None = None
+    """The ordinal of the pod a roll replaces now."""
     status: dict[str, Any] = field(default_factory=dict)
     """A merge patch for ``.status`` (None values delete keys)."""
     events: list[st.EventSpec] = field(default_factory=list)
@@ -372,6 +382,11 @@ def decide(obs: Observation) -> Plan:
     return _decide_reshape(plan, obs, spec, applied, operation_problem)
 
 
+def _present(d: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A status object as the API stores it after a merge patch: keys set to None are gone."""
+    return None if d is None else {k: v for k, v in d.items() if v is not None}
+
+
 def _new_reshape(obs: Observation, target: Layout, existing: int, applied: Layout) -> dict[str, Any]:
     frm = Layout(existing, applied.partitions, applied.replicas)
     return {
@@ -414,6 +429,39 @@ def _decide_reshape(
             return _finish(plan, obs, health, reshaping=False)
         reshape = None
         plan.status["reshape"] = None
+
+    # A roll runs only while no reshape does, and a layout change waits for a running roll.
+    idle = target == applied and existing == target.nodes
+    rolling = (obs.status.get("upgrade") or {}).get("phase") in ("Rolling", "Stalled")
+    if reshape is None and (idle or rolling) and isinstance(obs.spec, ClusterSpec):
+        roll = up.decide_roll(
+            up.RollInput(
+                update_revision=sts.update_revision if sts else None,
+                pods=obs.pods,
+                expected=existing,
+                image=obs.spec.image,
+                replication=obs.replication,
+                upgrade=obs.status.get("upgrade"),
+                now=obs.now,
+                pod_ready_timeout_s=float(obs.spec.pod_ready_timeout_s),
+            )
+        )
+        if _present(roll.upgrade) != _present(obs.status.get("upgrade")):
+            plan.status["upgrade"] = roll.upgrade
+        plan.events.extend(roll.events)
+        if roll.rolling:
+            plan.sts_replicas = existing
+            plan.pdb_replicas = applied.replicas
+            plan.move_leaders, plan.delete_pod = roll.move_leaders_from, roll.delete_pod
+            if roll.upgrade is not None and not idle:
+                roll.upgrade["message"] = roll.upgrade.get("message") or "a layout change waits for this roll"
+            health = _health(
+                obs,
+                bootstrapped=True,
+                progress=roll.progress,
+                operation_problem=operation_problem or roll.problem,
+            )
+            return _finish(plan, obs, health, reshaping=False)
 
     # Nothing to do when idle, except putting back a StatefulSet someone shrank.
     if reshape is None and target == applied and existing == target.nodes:

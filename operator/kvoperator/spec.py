@@ -58,6 +58,9 @@ class Layout:
         return list(range(1, self.nodes + 1))
 
 
+DEFAULT_POD_READY_TIMEOUT_S = 300
+
+
 @dataclass(frozen=True, slots=True)
 class Scheduling:
     pod_anti_affinity: AntiAffinity = "Preferred"
@@ -89,6 +92,8 @@ class ClusterSpec:
     """HTTPS for clients and mutual TLS between nodes."""
     tls_secret: str | None = None
     """A Secret with ``tls.crt``/``tls.key``/``ca.crt`` (cert-manager's layout); generated when absent."""
+    pod_ready_timeout_s: int = DEFAULT_POD_READY_TIMEOUT_S
+    """How long a rolling upgrade waits for a replaced pod before it stops (Degraded/UpgradeStalled)."""
 
     @property
     def layout(self) -> Layout:
@@ -197,6 +202,10 @@ def parse_spec(spec: Mapping[str, Any], *, default_image: str) -> ClusterSpec:
     if grace < 5:
         raise SpecError("InvalidSpec", "terminationGracePeriodSeconds must be at least 5")
 
+    pod_ready_timeout = _int(spec.get("upgrade") or {}, "podReadyTimeoutSeconds", DEFAULT_POD_READY_TIMEOUT_S)
+    if pod_ready_timeout < 10:
+        raise SpecError("InvalidSpec", "upgrade.podReadyTimeoutSeconds must be at least 10")
+
     policy = spec.get("imagePullPolicy", "IfNotPresent")
     if policy not in ("Always", "IfNotPresent", "Never"):
         raise SpecError("InvalidSpec", f"imagePullPolicy {policy!r} is not valid")
@@ -219,6 +228,7 @@ def parse_spec(spec: Mapping[str, Any], *, default_image: str) -> ClusterSpec:
         termination_grace_seconds=grace,
         tls_enabled=bool((spec.get("tls") or {}).get("enabled")),
         tls_secret=(spec.get("tls") or {}).get("secretName") or None,
+        pod_ready_timeout_s=pod_ready_timeout,
     )
 
 

@@ -257,7 +257,8 @@ def build_statefulset(ref: ClusterRef, spec: ClusterSpec, *, replicas: int, auth
             "serviceName": ref.headless_service,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(ref)},
-            "updateStrategy": {"type": "RollingUpdate"},
+            # The operator replaces pods itself, one at a time (kvoperator.upgrade says why).
+            "updateStrategy": {"type": "OnDelete"},
             "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete", "whenDeleted": "Retain"},
             "template": build_pod_template(ref, spec, auth_secret),
             "volumeClaimTemplates": [build_volume_claim_template(ref, spec)],

@@ -23,7 +23,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
 
-Phase = Literal["Pending", "Bootstrapping", "Running", "Reshaping", "Degraded"]
+Phase = Literal["Pending", "Bootstrapping", "Running", "Reshaping", "Upgrading", "Degraded"]
 EventType = Literal["Normal", "Warning"]
 
 
@@ -77,8 +77,13 @@ def now_rfc3339(now: datetime.datetime | None = None) -> str:
 
 
 def _growing(h: Health) -> bool:
-    """New pods still starting hold no data yet: the cluster serves as before meanwhile."""
-    return h.progress is not None and h.progress.reason in ("GrowingNodes", "Bootstrapping")
+    """Pods still starting hold no data yet, nor does the one a roll replaces: the cluster serves on."""
+    if h.progress is None:
+        return False
+    if h.progress.reason == "RollingUpgrade":
+        # The one pod being replaced is expected to be down; a second one is not.
+        return h.ready_nodes >= h.expected_nodes - 1
+    return h.progress.reason in ("GrowingNodes", "Bootstrapping")
 
 
 def _ready(h: Health) -> tuple[str, Problem]:
@@ -158,6 +163,8 @@ def phase_for(h: Health, *, reshaping: bool) -> Phase:
         return "Degraded"
     if reshaping:
         return "Reshaping"
+    if h.progress is not None and h.progress.reason == "RollingUpgrade":
+        return "Upgrading"
     if h.bootstrapped:
         return "Running"
     return "Bootstrapping" if h.ready_nodes > 0 else "Pending"

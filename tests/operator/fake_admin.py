@@ -58,6 +58,10 @@ class FakeNodes:
     violations: list[str] = field(default_factory=list)
     reshape_requests: list[dict[str, Any]] = field(default_factory=list)
     drain_requests: list[int] = field(default_factory=list)
+    leaders: dict[int, int] = field(default_factory=dict)
+    """Leaderships moved by ``POST /v1/admin/partitions/{id}/leader`` (partition -> node)."""
+    lagging: set[int] = field(default_factory=set)
+    """Nodes whose replicas report an applied index far behind the commit (a test sets it)."""
     log: list[str] = field(default_factory=list)
     reject_reason: str | None = None
     """When set, the next reshape is refused with 400 and this message."""
@@ -81,6 +85,7 @@ class FakeNodes:
         app.router.add_get("/v1/admin/map", self._map)
         app.router.add_get("/v1/admin/nodes/{id}", self._node)
         app.router.add_post("/v1/admin/nodes/{id}/drain", self._drain)
+        app.router.add_post("/v1/admin/partitions/{id}/leader", self._transfer)
         app.router.add_post("/v1/admin/reshape", self._start_reshape)
         app.router.add_get("/v1/admin/reshape", self._reshape_status)
         self.server = TestServer(app, host="127.0.0.1")
@@ -147,7 +152,10 @@ class FakeNodes:
 
     def _leader(self, desc: PartitionDescriptor) -> int | None:
         alive = [v for v in desc.voters if v in self.running]
-        return alive[0] if len(alive) * 2 > len(desc.voters) else None
+        if len(alive) * 2 <= len(desc.voters):
+            return None
+        chosen = self.leaders.get(desc.id)
+        return chosen if chosen in alive else alive[0]
 
     # --- HTTP --------------------------------------------------------------
 
@@ -169,13 +177,33 @@ class FakeNodes:
     async def _cluster(self, request: web.Request) -> web.Response:
         if self.pmap is None:
             return self._error(503, "unavailable", "not bootstrapped")
+        commit = 1000
         parts = [
-            d.to_dict() | {"replicas": list(d.voters), "leader": self._leader(d), "term": 1}
+            d.to_dict()
+            | {
+                "replicas": list(d.voters),
+                "leader": self._leader(d),
+                "term": 1,
+                "commit": commit,
+                "applied": {
+                    str(v): commit - (500 if v in self.lagging else 0) for v in d.voters if v in self.running
+                },
+            }
             for d in self.pmap
         ]
         return web.json_response(
             {"nodes": [n.to_dict() for n in self.pmap.nodes.values()], "partitions": parts}
         )
+
+    async def _transfer(self, request: web.Request) -> web.Response:
+        self._auth(request)
+        pid, node = int(request.match_info["id"]), int((await request.json())["node"])
+        desc = self.pmap.partitions.get(pid) if self.pmap is not None else None
+        if desc is None or node not in desc.voters or node not in self.running:
+            return self._error(400, "bad_request", f"node {node} cannot lead partition {pid}")
+        self.leaders[pid] = node
+        self.log.append(f"transfer {pid} to {node}")
+        return web.json_response({"leader": node})
 
     async def _map(self, request: web.Request) -> web.Response:
         self._auth(request)

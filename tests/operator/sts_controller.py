@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import inspect
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ from kvoperator.kube import (
     STATEFULSETS,
     KubeClient,
 )
+from kvoperator.upgrade import REVISION_LABEL
 
 
 @dataclass
@@ -50,6 +53,12 @@ class PodInfo:
     @property
     def node_id(self) -> int:
         return self.ordinal + 1
+
+
+def template_revision(sts: Mapping[str, Any]) -> str:
+    """A digest of the pod template: the name of a ControllerRevision in a real cluster."""
+    body = json.dumps(sts["spec"]["template"], sort_keys=True).encode()
+    return f"{sts['metadata']['name']}-{hashlib.sha256(body).hexdigest()[:10]}"
 
 
 PodsChanged = Callable[[str, list[PodInfo]], Awaitable[None]]
@@ -145,13 +154,21 @@ class StatefulSetController:
             if conditions != [{"type": "Ready", "status": str(is_ready)}]:
                 status = {"phase": "Running", "conditions": [{"type": "Ready", "status": str(is_ready)}]}
                 await self.kube.patch(PODS.path(ns, pod_name, "status"), {"status": status})
+        # Revisions as the real controller keeps them: updateRevision names the current
+        # template, each pod carries the revision it was made from, and (OnDelete, or a
+        # RollingUpdate this emulation does not drive) only a replaced pod gets the new one.
+        revision = template_revision(sts)
+        updated = sum(
+            1 for p in pods.values() if (p["metadata"].get("labels") or {}).get(REVISION_LABEL) == revision
+        )
         status = {
             "observedGeneration": sts["metadata"].get("generation", 1),
             "replicas": len(pods),
             "readyReplicas": ready,
             "availableReplicas": ready,
             "currentReplicas": len(pods),
-            "updatedReplicas": len(pods),
+            "updatedReplicas": updated,
+            "updateRevision": revision,
         }
         if any(sts.get("status", {}).get(k) != v for k, v in status.items()):
             await self.kube.patch(STATEFULSETS.path(ns, name, "status"), {"status": status})
@@ -210,14 +227,16 @@ class StatefulSetController:
                 "kind": "Pod",
                 "metadata": {
                     "name": name,
-                    "labels": template["metadata"]["labels"],
+                    "labels": {**template["metadata"]["labels"], REVISION_LABEL: template_revision(sts)},
                     "ownerReferences": [owner],
                 },
                 "spec": template["spec"],
             },
         )
+        # A pod deleted by someone else (a rolling upgrade) comes back under its old name.
+        verb = "recreate" if name in self.pods else "create"
         self.pods[name] = PodInfo(sts_name, ns, name, ordinal, env, files)
-        self.history.append(f"create {name}")
+        self.history.append(f"{verb} {name}")
         return pod
 
     async def _collect_garbage(self) -> None:

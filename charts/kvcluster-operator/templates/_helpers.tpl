@@ -126,13 +126,14 @@ What the operator does to the objects of one watched scope. Granted by a Cluster
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
-# Volumes grow with spec.storage.size; node pods are only observed.
+# Volumes grow with spec.storage.size.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, patch]
+# A rolling upgrade deletes one node pod at a time (the StatefulSet uses OnDelete).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]
 # kopf and the operator report progress and errors as events.
 - apiGroups: [""]
   resources: [events]
