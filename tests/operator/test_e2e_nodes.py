@@ -14,7 +14,8 @@ the state the previous one left (the point is that the steps compose):
 create 3 nodes/4 partitions/3 replicas -> scale up to 5 -> partitions 4 -> 8
 -> replicas 3 -> 5 (the operator is stopped in the middle and a new
 instance resumes from the status) -> replicas 5 -> 3 -> scale down to 3
-(drained before the pods go) -> a pod deleted and recreated on its claim
+(drained before the pods go) -> a pod deleted and recreated on its claim -> a rolling upgrade to a new image
+(one pod at a time, each back and caught up before the next)
 -> the history checked for linearizability -> delete.
 
 Each step is timed; the table (with acknowledged writes, client errors,
@@ -50,7 +51,7 @@ from kvoperator.controller import OperatorConfig
 from kvoperator.kube import EVENTS, KVCLUSTERS, PODS, PVCS, STATEFULSETS, KubeClient
 from kvoperator.resources import ADMIN_URL_ANNOTATION
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(290)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(380)]
 
 KNOWN_NODE_BUGS: dict[str, str] = {}
 """Crash signatures of node bugs the test tolerates: none (the duplicate-snapshot crash is fixed)."""
@@ -281,7 +282,7 @@ class Cluster:
     seen_warnings: int = 0
     seen_crashes: int = 0
 
-    async def patch_spec(self, **spec: int) -> None:
+    async def patch_spec(self, **spec: Any) -> None:
         await self.kube.patch(KVCLUSTERS.path(NAMESPACE, NAME), {"spec": spec})
 
     async def settled(
@@ -486,6 +487,31 @@ async def test_cluster_lifecycle_with_real_nodes(
             step.notes.append(f"node 2 back with its {view['replicas']} replicas")
             # It handed its leaderships over when it stopped; nothing moves them back
             # (only a reshape balances leaders), so balance is not required here.
+            await cluster.settled(step, 3, 8, 3, leaders_balanced=False)
+
+        # -- rolling upgrade ---------------------------------------------------------------------
+        async with report.step("spec.image changed: rolling upgrade, one pod at a time") as step:
+            before = len(node_pods.removals)
+            await cluster.patch_spec(image="kvcluster:v2")
+
+            async def completed() -> dict[str, Any] | None:
+                body = await get_cluster(kube, NAME)
+                upgrade = (body or {}).get("status", {}).get("upgrade") or {}
+                return body if upgrade.get("phase") == "Completed" else None
+
+            body = await wait_until(completed, k8s=k8s, timeout=STEP_TIMEOUT * 2, what="the roll to complete")
+            assert body["status"]["upgrade"]["toImage"] == "kvcluster:v2"
+            pods = await kube.list(PODS.path(NAMESPACE))
+            assert {p["spec"]["containers"][0]["image"] for p in pods} == {"kvcluster:v2"}
+            rolled = node_pods.removals[before:]
+            # Every node restarted exactly once, highest ordinal first, cleanly, on its own data.
+            assert [r.pod for r in rolled] == [f"{NAME}-{i}" for i in (2, 1, 0)], rolled
+            assert all(r.exit_code == 0 and not r.scaled_down and not r.data_released for r in rolled)
+            # One pod at a time: each one was started again before the next one was stopped.
+            starts = [line for line in node_pods.log if " start " in line or " stop " in line]
+            order = [line.split()[1] + " " + line.split()[2] for line in starts][-6:]
+            assert order == [f"{verb} {NAME}-{i}" for i in (2, 1, 0) for verb in ("stop", "start")], order
+            step.notes.append("3 pods replaced in order 2, 1, 0; each back before the next went")
             await cluster.settled(step, 3, 8, 3, leaders_balanced=False)
 
         # -- history ---------------------------------------------------------------------------

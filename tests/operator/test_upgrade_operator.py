@@ -14,7 +14,9 @@ from test_operator import cluster, events, has_events, patch_spec, running
 from kvoperator.kube import KVCLUSTERS, PODS, STATEFULSETS, KubeClient
 
 
-async def upgrade_phase(kube: KubeClient, k8s: K8sEmulator, phase: str, timeout: float = 30) -> dict[str, Any]:
+async def upgrade_phase(
+    kube: KubeClient, k8s: K8sEmulator, phase: str, timeout: float = 30
+) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         body = await get_cluster(kube, "demo")
         return body if ((body or {}).get("status", {}).get("upgrade") or {}).get("phase") == phase else None
@@ -24,7 +26,8 @@ async def upgrade_phase(kube: KubeClient, k8s: K8sEmulator, phase: str, timeout:
 
 async def pod_images(kube: KubeClient) -> dict[str, str]:
     return {
-        p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in await kube.list(PODS.path(NAMESPACE))
+        p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
+        for p in await kube.list(PODS.path(NAMESPACE))
     }
 
 
