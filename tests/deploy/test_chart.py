@@ -268,11 +268,15 @@ def test_cluster_scope_rbac(helm: Path) -> None:
     assert _grants(rules, group, f"{plural}/finalizers") == {"update"}
     assert _grants(rules, "apps", "statefulsets") == {"get", "create", "patch"}
     assert _grants(rules, "", "secrets") == {"get", "create"}
-    assert _grants(rules, "", "pods") == {"get", "list", "watch"}
+    # Rolling upgrades delete one node pod at a time (the StatefulSet uses OnDelete).
+    assert _grants(rules, "", "pods") == {"get", "list", "watch", "delete"}
     assert "create" in _grants(rules, "", "events")
     assert _grants(rules, "apiextensions.k8s.io", "customresourcedefinitions") == {"get", "list", "watch"}
-    # Owned objects go with their KVCluster through the garbage collector.
-    assert not [r for r in rules if "delete" in r["verbs"] or "deletecollection" in r["verbs"]]
+    # Owned objects go with their KVCluster through the garbage collector; the only delete is of pods.
+    deleting = [r for r in rules if "delete" in r["verbs"] or "deletecollection" in r["verbs"]]
+    assert [(r["apiGroups"], r["resources"], "deletecollection" in r["verbs"]) for r in deleting] == [
+        ([""], ["pods"], False)
+    ]
     # Peering is off by default, and so is its permission.
     assert not _grants(rules, "kopf.dev", "clusterkopfpeerings")
     assert not by_kind(objects, "Role")
