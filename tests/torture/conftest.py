@@ -133,6 +133,10 @@ def assert_clean(summary: Summary) -> None:
     assert summary.durability["acknowledged"] > 100, details
     ok = sum(counts["ok"] for counts in summary.operations.values())
     assert ok > 300, f"too little load to prove anything: {summary.operations}"
+    # Leases under the same faults: no early expiry, nothing readable after a revoke or its end.
+    leases = summary.leases
+    assert leases.get("ok") and not leases.get("violations"), leases
+    assert leases["episodes"] >= 2 and leases["checked_reads"] >= 5, f"too few lease episodes: {leases}"
 
 
 def faults(summary: Summary, kind: str) -> list[dict[str, Any]]:

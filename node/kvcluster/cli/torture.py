@@ -64,6 +64,13 @@ def parse_script(text: str | None) -> tuple[Shape, ...]:
 @click.option("--keys", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1), default=10, show_default=True, help="Client slots.")
 @click.option(
+    "--lease-slots",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="Clients running lease episodes (grant, bind, keep alive, revoke or expire); 0: none.",
+)
+@click.option(
     "--seed", type=int, default=None, help="Seed of the fault schedule and the clients (default: time)."
 )
 @click.option("--nodes", type=click.IntRange(1, 250), default=3, show_default=True)
@@ -123,6 +130,7 @@ def torture_command(
     duration: float,
     keys: int,
     concurrency: int,
+    lease_slots: int,
     seed: int | None,
     nodes: int,
     partitions: int,
@@ -171,6 +179,7 @@ def torture_command(
         duration=duration,
         keys=keys,
         concurrency=concurrency,
+        lease_slots=lease_slots,
         seed=seed,
         nodes=nodes,
         partitions=partitions,

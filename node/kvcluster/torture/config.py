@@ -61,6 +61,9 @@ class Config:
     keys: int = 20
     concurrency: int = 10
     seed: int = 0
+    lease_slots: int = 2
+    """Clients running lease episodes next to the register workload (0: none); see torture/leases.py."""
+    lease_ttl: float = 2.0
     nodes: int = 3
     partitions: int = 4
     replicas: int = 3
@@ -107,6 +110,8 @@ class Config:
                 raise ValueError(f"{name} has no variant {', '.join(unknown)}")
         if self.keys < 1 or self.concurrency < 1 or self.duration <= 0:
             raise ValueError("keys, concurrency and duration must be positive")
+        if self.lease_slots < 0 or self.lease_ttl < 1:
+            raise ValueError("lease_slots must be >= 0 and lease_ttl >= 1 s (the server's minimum)")
 
     def node_flags(self) -> list[str]:
         return [

@@ -67,6 +67,8 @@ class Summary:
     durability: dict[str, Any] = field(default_factory=dict)
     durability_after_heal: dict[str, Any] = field(default_factory=dict)
     lost: int = 0
+    leases: dict[str, Any] = field(default_factory=dict)
+    """The lease checker's report (``kvcluster.lincheck.leases``); its violations fail the run."""
     problems: list[str] = field(default_factory=list)
     harness_errors: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
@@ -76,7 +78,13 @@ class Summary:
         """Set ``status`` and ``exit_code`` from the verdicts (see the module docstring)."""
         if self.harness_errors:
             self.status, self.exit_code = "error", EXIT_ERROR
-        elif self.verdict == Verdict.VIOLATION or self.lost or self.problems or not self.durability.get("ok"):
+        elif (
+            self.verdict == Verdict.VIOLATION
+            or self.lost
+            or self.problems
+            or not self.durability.get("ok")
+            or self.leases.get("violations")
+        ):
             self.status, self.exit_code = "fail", EXIT_FAIL
         elif self.verdict == Verdict.UNKNOWN:
             self.status, self.exit_code = "unknown", EXIT_UNKNOWN
@@ -120,6 +128,7 @@ class Summary:
             "violations": self.violations,
             "durability": self.durability,
             "durability_after_heal": self.durability_after_heal,
+            "leases": self.leases,
             "problems": self.problems,
             "harness_errors": self.harness_errors,
             "phases": self.phases,
@@ -232,6 +241,16 @@ def render(summary: Summary, console: Console) -> None:
     )
     for line in durability.get("lost_details", [])[:10]:
         console.print(f"  {line}", markup=False, highlight=False)
+    if summary.leases:
+        lease = summary.leases
+        console.print(
+            f"leases: {lease.get('episodes', 0)} episodes, {lease.get('revoked', 0)} revoked,"
+            f" {lease.get('expired', 0)} expired, {lease.get('checked_reads', 0)} reads checked,"
+            f" [bold]{len(lease.get('violations') or [])} violations[/bold]"
+            + (f", {len(lease['late'])} late expiries" if lease.get("late") else "")
+        )
+        for text in (lease.get("violations") or [])[:5]:
+            console.print(f"  {text}", markup=False, highlight=False)
     for problem in summary.problems:
         console.print(f"[red]problem: {problem}", highlight=False)
     for error in summary.harness_errors:

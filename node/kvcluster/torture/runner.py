@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from kvcluster.client import AsyncClient, KVError
 from kvcluster.lincheck import History, Op, Result, check, pair, save_history, unpair
+from kvcluster.lincheck.leases import check_leases
 from kvcluster.lincheck.render import show_bytes
 from kvcluster.local import ClusterError, LocalCluster
 from kvcluster.local import netns as netns_mod
@@ -48,6 +49,7 @@ from kvcluster.local.ports import free_port_block
 from . import disk
 from .config import Config
 from .durability import Observed, check_durability
+from .leases import LeaseWorkload
 from .nemesis import Env, FaultLog, Schedule, make_nemeses
 from .report import Summary, count_errors, count_operations
 from .script import ReshapeScript
@@ -197,6 +199,14 @@ class Runner:
             seed=cfg.seed,
             settings=cfg.client,
         )
+        leases = LeaseWorkload(
+            cluster.urls(),
+            slots=cfg.lease_slots,
+            ttl=cfg.lease_ttl,
+            seed=cfg.seed,
+            settings=cfg.client,
+            journal=self._open(cfg.out / "leases.jsonl"),
+        )
         finals: dict[str, dict[bytes, Observed]] = {}
         if cfg.preload:
             started = time.monotonic()
@@ -205,6 +215,7 @@ class Runner:
         load_started = time.monotonic()
         self.say(f"load: {cfg.concurrency} clients on {cfg.keys} keys for {cfg.duration:.0f}s")
         await workload.start()
+        await leases.start()
         watchdog = asyncio.create_task(self._watchdog(env, workload, load_started))
         if cfg.script:
             # A planned walk through shapes: the load lasts as long as the walk.
@@ -242,6 +253,7 @@ class Runner:
                         " of the run's end"
                     )
             await workload.stop()
+            await leases.stop()
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -254,7 +266,9 @@ class Runner:
             summary.problems += [
                 f"fault {r.id} {r.kind}/{r.variant}: {p}" for r in env.log.records for p in r.problems
             ]
-            summary.harness_errors += workload.stats.harness_errors
+            summary.harness_errors += workload.stats.harness_errors + leases.harness_errors
+            lease_report = check_leases(leases.events)
+            summary.leases = {**lease_report.to_dict(), "outcomes": dict(sorted(leases.outcomes.items()))}
 
         async def settle(started: float, phase: str, read_as: str, failure: str) -> None:
             """Wait for a ready cluster (a problem if it is not), then read every key back."""

@@ -94,6 +94,18 @@ class ClientSettings:
     connect_timeout: float = 1.0
     retries: int = 4
 
+    def client(self, endpoints: Sequence[str], slot: int, rng: random.Random) -> AsyncClient:
+        """A client for one slot: its endpoint list starts at a different node per slot."""
+        first = slot % len(endpoints)
+        return AsyncClient(
+            [*endpoints[first:], *endpoints[:first]],
+            timeout=self.timeout,
+            retries=self.retries,
+            attempt_timeout=self.attempt_timeout,
+            connect_timeout=self.connect_timeout,
+            rng=random.Random(rng.random()),
+        )
+
 
 def key_names(count: int) -> list[str]:
     return [f"key-{i:03d}" for i in range(count)]
@@ -160,21 +172,11 @@ class Workload:
 
     async def _slot(self, slot: int) -> None:
         rng = random.Random(f"{self.seed}/slot/{slot}")
-        # Spread the slots over the nodes; each client fails over to the others by itself.
-        endpoints = (
-            self.endpoints[slot % len(self.endpoints) :] + self.endpoints[: slot % len(self.endpoints)]
-        )
         while not self._stop.is_set():
             process = self.history.fresh_process()
             self.stats.processes += 1
-            client = AsyncClient(
-                endpoints,
-                timeout=self.settings.timeout,
-                retries=self.settings.retries,
-                attempt_timeout=self.settings.attempt_timeout,
-                connect_timeout=self.settings.connect_timeout,
-                rng=random.Random(rng.random()),
-            )
+            # Spread the slots over the nodes; each client fails over to the others by itself.
+            client = self.settings.client(self.endpoints, slot, rng)
             try:
                 worker = _Worker(process, client, self.history, self.stats)
                 funcs, weights = self.mix.choices()
