@@ -25,10 +25,11 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
-from kvoperator import crd
+from kvoperator import backupctl, crd
 from kvoperator import reconcile as rc
 from kvoperator import status as st
 from kvoperator.admin import DEFAULT_URL_TEMPLATE, AdminClient, AdminError, AdminUnavailable
+from kvoperator.backup import parse_backup, parse_restore
 from kvoperator.config import build_configmap
 from kvoperator.kube import (
     CONFIGMAPS,
@@ -262,10 +263,11 @@ class Operator:
             return None
         ref = ClusterRef.from_body(body)
         status: Mapping[str, Any] = body.get("status") or {}
+        wanted = backupctl.Wanted(None, None)
         try:
-            spec: ClusterSpec | SpecError = parse_spec(
-                body.get("spec") or {}, default_image=self.config.default_image
-            )
+            raw_spec = body.get("spec") or {}
+            spec: ClusterSpec | SpecError = parse_spec(raw_spec, default_image=self.config.default_image)
+            wanted = backupctl.Wanted(parse_backup(raw_spec), parse_restore(raw_spec))
         except SpecError as exc:
             spec = exc
 
@@ -359,6 +361,20 @@ class Operator:
                 again = rc.decide(dataclasses.replace(obs, status=amended))
                 plan.status = {**plan.status, **again.status}
                 plan.events.extend(again.events)
+        if isinstance(spec, ClusterSpec) and (wanted.backup or wanted.restore or status.get("backup")):
+            await backupctl.reconcile(
+                self.kube,
+                ref,
+                spec,
+                wanted,
+                status,
+                plan.status,
+                events,
+                auth_secret=self._secret_name(ref, spec, status),
+                tls_secret=tls_secret_name(ref, spec) if spec.tls_enabled else None,
+                now=obs.now,
+                generation=obs.generation,
+            )
         await self._write_status(ref, status, plan)
         for event in [*events, *plan.events]:
             kopf.event(

@@ -66,6 +66,8 @@ PVCS = Kind("v1", "persistentvolumeclaims")
 PDBS = Kind("policy/v1", "poddisruptionbudgets")
 EVENTS = Kind("v1", "events")
 KVCLUSTERS = Kind("kvcluster.io/v1alpha1", "kvclusters")
+CRONJOBS = Kind("batch/v1", "cronjobs")
+JOBS = Kind("batch/v1", "jobs")
 
 KIND_BY_NAME: dict[str, Kind] = {
     "StatefulSet": STATEFULSETS,

@@ -272,11 +272,14 @@ def test_cluster_scope_rbac(helm: Path) -> None:
     assert _grants(rules, "", "pods") == {"get", "list", "watch", "delete"}
     assert "create" in _grants(rules, "", "events")
     assert _grants(rules, "apiextensions.k8s.io", "customresourcedefinitions") == {"get", "list", "watch"}
-    # Owned objects go with their KVCluster through the garbage collector; the only delete is of pods.
+    # Owned objects go with their KVCluster through the garbage collector; the only deletes are of
+    # the backup CronJob (spec.backup removed) and of pods (rolling upgrades).
     deleting = [r for r in rules if "delete" in r["verbs"] or "deletecollection" in r["verbs"]]
-    assert [(r["apiGroups"], r["resources"], "deletecollection" in r["verbs"]) for r in deleting] == [
-        ([""], ["pods"], False)
+    assert sorted((r["apiGroups"], r["resources"], "deletecollection" in r["verbs"]) for r in deleting) == [
+        ([""], ["pods"], False),
+        (["batch"], ["cronjobs"], False),
     ]
+    assert _grants(rules, "batch", "jobs") == {"get", "list", "watch", "create"}
     # Peering is off by default, and so is its permission.
     assert not _grants(rules, "kopf.dev", "clusterkopfpeerings")
     assert not by_kind(objects, "Role")

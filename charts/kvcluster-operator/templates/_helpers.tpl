@@ -130,6 +130,14 @@ What the operator does to the objects of one watched scope. Granted by a Cluster
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, patch]
+# Scheduled backups (a CronJob) and restore-on-create (a Job); their pods' termination
+# messages carry each run's result.
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create]
 # A rolling upgrade deletes one node pod at a time (the StatefulSet uses OnDelete).
 - apiGroups: [""]
   resources: [pods]
