@@ -2,7 +2,7 @@
 
 create a kind cluster -> build the image and load it -> helm install the chart ->
 apply the small example -> write and read through the Service -> kubectl scale kvc ->
-delete a pod -> no data lost -> uninstall.
+delete a pod -> a rolling upgrade to a new image tag -> no data lost -> uninstall.
 
 Skips, saying why, where docker or kind is missing. Environment:
   KVCLUSTER_TEST_IMAGE       use this already built image (else scripts/build-image.sh builds one)
@@ -35,6 +35,8 @@ TOOLS = REPO / ".tools" / "bin"
 CLUSTER = "kvcluster-e2e"
 IMAGE_REPO, IMAGE_TAG = "kvcluster", "e2e"
 IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}"
+NEXT_IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}-next"
+"""The same image under a second tag: what a rolling upgrade moves the pods to."""
 RELEASE = "kvcluster-operator"
 OPERATOR_NS = "kvcluster-system"
 NS = "kv-e2e"
@@ -136,7 +138,9 @@ def cluster(tools: Tools) -> Iterator[Tools]:
                 ["bash", str(REPO / "scripts" / "build-image.sh"), "--tag", IMAGE],
                 env=env, check=True, timeout=1800,
             )  # fmt: skip
-        tools.sh([tools.kind, "load", "docker-image", IMAGE, "--name", name], timeout=900)
+        tools.sh([tools.docker, "tag", IMAGE, NEXT_IMAGE])
+        for tag in (IMAGE, NEXT_IMAGE):
+            tools.sh([tools.kind, "load", "docker-image", tag, "--name", name], timeout=900)
         yield tools
     finally:
         if not existing and os.environ.get("KVCLUSTER_KIND_KEEP") != "1":
@@ -271,6 +275,33 @@ def test_install_scale_delete_pod_uninstall(cluster: Tools) -> None:
         wait_for(f"{victim} replaced and ready", lambda: replaced_and_ready(t, victim, old_uid), timeout=600)
         wait_for(f"{nodes + 2} nodes running again", lambda: settled(t, nodes + 2), timeout=600)
         check_all(t, victim, {**data, **more})
+
+        # Rolling upgrade: a new image, one pod at a time; nothing is lost.
+        t.k(
+            "-n",
+            NS,
+            "patch",
+            "kvc",
+            NAME,
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"image": NEXT_IMAGE}}),
+        )
+
+        def upgraded() -> bool | None:
+            upgrade = (t.kvc().get("status") or {}).get("upgrade") or {}
+            return (
+                True if upgrade.get("phase") == "Completed" and upgrade.get("toImage") == NEXT_IMAGE else None
+            )
+
+        wait_for("the rolling upgrade to complete", upgraded, timeout=900)
+        wait_for(f"{nodes + 2} nodes running after the upgrade", lambda: settled(t, nodes + 2), timeout=600)
+        node_pods = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=node"
+        jsonpath = "jsonpath={.items[*].spec.containers[0].image}"
+        images = t.k("-n", NS, "get", "pods", "-l", node_pods, "-o", jsonpath).split()
+        assert images == [NEXT_IMAGE] * (nodes + 2), images
+        check_all(t, ready_pod(t), {**data, **more})
 
         # Uninstall: the cluster first (the operator cleans up), then the chart.
         t.k("-n", NS, "delete", "kvc", NAME, "--timeout=300s", timeout=360)
