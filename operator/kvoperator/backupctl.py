@@ -101,20 +101,19 @@ async def reconcile(
         old = status.get("backup") or {}
         # The schedule in the status also tells the next pass that a CronJob may exist to remove.
         patch["backup"] = {"schedule": wanted.backup.schedule, **(last or {})}
-        if last is not None:
-            if last["lastJob"] != old.get("lastJob"):
-                if last["lastResult"] == "Failed":
-                    events.append(
-                        st.EventSpec("Warning", "BackupFailed", f"{last['lastJob']}: {last['message']}")
+        if last is not None and last["lastJob"] != old.get("lastJob"):
+            if last["lastResult"] == "Failed":
+                events.append(
+                    st.EventSpec("Warning", "BackupFailed", f"{last['lastJob']}: {last['message']}")
+                )
+            else:
+                events.append(
+                    st.EventSpec(
+                        "Normal",
+                        "BackupSucceeded",
+                        f"{last.get('lastFile')} ({last.get('lastSize')} bytes)",
                     )
-                else:
-                    events.append(
-                        st.EventSpec(
-                            "Normal",
-                            "BackupSucceeded",
-                            f"{last.get('lastFile')} ({last.get('lastSize')} bytes)",
-                        )
-                    )
+                )
         failing = last is not None and last["lastResult"] == "Failed"
         extra.append(
             _condition(
