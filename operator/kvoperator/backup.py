@@ -269,7 +269,9 @@ def build_restore_job(
     ref: ClusterRef, spec: ClusterSpec, target: Target, *, auth_secret: str, tls_secret: str | None
 ) -> Body:
     labels = _labels(ref, "restore")
-    args = ["restore", location(target, restore=True)]
+    # --force: the operator creates this Job only for a cluster it has just created, and a retry
+    # of the Job (backoffLimit) must be able to finish a load that a crash cut short.
+    args = ["restore", location(target, restore=True), "--force"]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -252,7 +252,7 @@ async def test_restore_runs_once_on_a_new_cluster(
     created = await eventually(restore_job, k8s=k8s, what="the restore Job")
     (container,) = created["spec"]["template"]["spec"]["containers"]
     url, path = "http://demo.kv.svc:7000", "/backup/nightly/kvcluster-20261206T030000Z.kvbackup"
-    assert container["command"] == ["kvcluster", "restore", "-e", url, path]
+    assert container["command"] == ["kvcluster", "restore", "-e", url, path, "--force"]
     body = await get_cluster(kube, "demo")
     assert body is not None and body["status"]["restore"]["phase"] == "Running"
     done = {"conditions": [{"type": "Complete", "status": "True"}], "completionTime": "2026-12-06T04:00:00Z"}

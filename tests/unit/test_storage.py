@@ -245,3 +245,41 @@ def test_only_log_entries_snapshots_and_votes_are_fsynced(store: Store) -> None:
     store.write_sync(Batch(groups=[GroupWrite(1, hard_state=HardState(2, 3, 1), vote_changed=True)]))
     assert store.synced_batches == before + 2
     assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_load_writes_rows_skips_foreign_keys_and_respects_freeze(store: Store, tmp_path: Path) -> None:
+    apply(store, entry(1, Put(b"old", b"1")))
+    apply(store, entry(2, Split(new_id=2, epoch=1)))
+    left = {r.applied.partition: r for r in store.load()}[1].applied.descriptor
+    keys = [f"row{i}".encode() for i in range(20)]
+    rows = tuple((k, b"v" + k) for k in keys)
+    out = apply(store, entry(3, cmds.Load(rows)))[0]
+    mine = [i for i, k in enumerate(keys) if left.range.contains(key_hash(k))]
+    assert out.ok and out.body is not None
+    assert out.body["loaded"] == len(mine) and out.body["skipped"] == [i for i in range(20) if i not in mine]
+    assert 0 < len(mine) < 20, "the sample must straddle the split"
+    versions = [store.get(keys[i]) for i in mine]
+    assert [v[0] for v in versions if v] == [b"v" + keys[i] for i in mine]
+    assert len({v[1] for v in versions if v}) == len(mine), "every row gets its own revision"
+    assert all(store.get(keys[i]) is None for i in range(20) if i not in mine)
+    assert cmds.decode(cmds.encode(cmds.Load(rows))) == cmds.Load(rows)
+    frozen = apply(store, entry(4, Freeze(epoch=2)), entry(5, cmds.Load(((b"late", b"x"),))))
+    assert frozen[1].code == "frozen" and store.get(b"late") is None
+
+
+def test_a_dump_reads_one_point_of_history_while_writes_go_on(store: Store) -> None:
+    from kvcluster.storage.dump import PartitionDump
+
+    apply(store, *(entry(i + 1, Put(f"k{i:03d}".encode(), b"before")) for i in range(250)))
+    dump = PartitionDump(store.path, 1)
+    try:
+        assert dump.state.applied_index == 250
+        first = dump.fetch(100)
+        apply(store, entry(251, Put(b"k000", b"after")), entry(252, Put(b"new", b"after")))
+        rest = dump.fetch(1000)
+        assert dump.fetch(10) == []
+    finally:
+        dump.close()
+    rows = first + rest
+    assert len(rows) == 250 and {v for _, v, _ in rows} == {b"before"}
+    assert store.get(b"new") is not None  # the writer was never blocked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .backupcmd import BACKUP_COMMANDS
 from .bench import bench_command
 from .benchcompare import bench_compare_command
 from .benchreshape import bench_reshape_command
@@ -25,6 +26,8 @@ cli.add_command(node_command)
 cli.add_command(local_command)
 for _command in KV_COMMANDS:
     cli.add_command(_command)
+for _backup in BACKUP_COMMANDS:
+    cli.add_command(_backup)
 cli.add_command(bench_command)
 cli.add_command(bench_compare_command)
 cli.add_command(bench_reshape_command)

@@ -41,6 +41,7 @@ from types import SimpleNamespace, TracebackType
 from typing import Any, Literal
 
 import aiohttp
+import msgpack
 from yarl import URL
 
 from kvcluster.keyspace import key_hash
@@ -477,6 +478,52 @@ class AsyncClient:
         return _json(
             await self._call("POST", f"/v1/admin/nodes/{int(node_id)}/forget", body=b"", write=False)
         )
+
+    # ---- backup and restore (issue 12) -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def backup_stream(self, idle_timeout: float = 60.0) -> AsyncIterator[AsyncIterator[bytes]]:
+        """``POST /v1/admin/backup``: the backup file's bytes as the node streams them.
+
+        Endpoints are tried in turn until one starts the stream; once it has
+        started, a failure ends it (the file's own checks then refuse it) and
+        the caller starts over. ``idle_timeout`` bounds a silence, not the whole
+        backup, which takes as long as the data does.
+        """
+        error: KVError | None = None
+        for endpoint in self.endpoints:
+            try:
+                resp = await self._get_session().post(
+                    URL(endpoint + "/v1/admin/backup", encoded=True),
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, sock_connect=self.connect_timeout, sock_read=idle_timeout
+                    ),
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = Unavailable(f"cannot reach {endpoint}: {_describe(exc)}", code="unreachable")
+                continue
+            try:
+                if resp.status != 200:
+                    body = await resp.read()
+                    error = error_from_response(resp.status, body, endpoint=endpoint)
+                    if resp.status < 500:
+                        raise error
+                    continue
+                yield resp.content.iter_any()
+                return
+            finally:
+                resp.release()
+        raise error or Unavailable("no endpoint to back up from")
+
+    async def restore_rows(self, rows: list[tuple[bytes, bytes]]) -> int:
+        """``POST /v1/admin/restore/rows``: load a batch of rows; answers how many were written.
+
+        Loading the same row twice writes the same value twice, so this call
+        is retried like a read.
+        """
+        body = msgpack.packb({"rows": [list(r) for r in rows]}, use_bin_type=True)
+        answer = await self._call("POST", "/v1/admin/restore/rows", body=body, write=False)
+        return int(_json(answer)["loaded"])
 
     # ---- requests, retries, failover ------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from kvcluster.storage import (
     Delete,
     Expire,
     GroupWrite,
+    Load,
     NewReplica,
     Outcome,
     Put,
@@ -53,6 +54,7 @@ from kvcluster.storage import (
     snapshot_descriptor,
 )
 from kvcluster.storage import commands as cmd_codec
+from kvcluster.storage.dump import PartitionDump
 from kvcluster.transport import Frame, PeerLinks, PeerRPC, PeerUnavailable, pack
 from kvcluster.transport.codec import message_to_wire
 
@@ -495,8 +497,8 @@ class RaftHost:
         r = self._replica(partition)
         if isinstance(cmd, Put | Delete | Expire):
             self._check_range(r, cmd.key)
-            if r.state.frozen:
-                raise FrozenSignal(f"partition {partition} is being merged")
+        if isinstance(cmd, Put | Delete | Expire | Load) and r.state.frozen:
+            raise FrozenSignal(f"partition {partition} is being merged")
         try:
             term, index = r.core.propose(cmd_codec.encode(cmd))
         except NotLeader as exc:
@@ -550,6 +552,25 @@ class RaftHost:
         r = await self.barrier(partition, timeout) if linearizable else self._replica(partition)
         desc = r.state.descriptor
         return desc, self._read_store(lambda: self.store.scan(desc.range, prefix, start, limit))
+
+    async def open_dump(self, partition: int, timeout: float) -> PartitionDump:
+        """A read of the whole partition at a ReadIndex-confirmed point (a backup's section).
+
+        The barrier proves this replica leads and has applied everything
+        committed before the call; the dump's transaction starts after it, so
+        its rows are at least that fresh, and its applied state says exactly
+        which index they are at.
+        """
+        r = await self.barrier(partition, timeout)
+        confirmed = r.state.applied_index
+        try:
+            dump = self._read_store(lambda: PartitionDump(self.store.path, partition))
+        except KeyError:
+            raise NotHereSignal(f"partition {partition} left this node") from None
+        if dump.state.applied_index < confirmed:  # cannot happen if the host persists before applying
+            dump.close()
+            raise Unavailable(f"partition {partition}: the store lags the applied state; retry")
+        return dump
 
     def _read_store(self, read: Callable[[], T]) -> T:
         """A read the disk cannot serve means the disk is failing: stop, as for a failed write.

@@ -34,6 +34,7 @@ from kvcluster.transport.codec import message_from_wire
 from . import expect, openapi, statuspage
 from .admin import AdminApi
 from .api import KVApi
+from .backupapi import BackupApi
 from .clusterstatus import STATUS_PATH, collect_status
 from .config import NodeConfig
 from .errors import ApiError, Internal, MethodNotAllowed, NotFound, RoutingSignal, Unauthorized, Unavailable
@@ -190,6 +191,8 @@ class Node:
         app.add_routes(self.kv.routes())
         app.add_routes(self.admin.routes())
         app.add_routes(LeaseApi(self.router).routes())
+        backups = BackupApi(self.cfg, self.host, self.router, self.rpc, self.reshaper)
+        app.add_routes([*backups.routes(), *backups.internal_routes()])
         app.add_routes([*statuspage.routes(), *openapi.routes()])
         app.add_routes(
             [

@@ -302,6 +302,36 @@ def document() -> dict[str, Any]:
                 "Hand leadership to {'node': id}", {**_STEP, **_ADMIN_ERRORS}, requestBody=_ADMIN_BODY
             ),
         },
+        "/v1/admin/backup": {
+            "post": _op(
+                "Stream a backup of every partition (a tar: header, rows per partition, manifest last)",
+                {
+                    "200": {
+                        "description": "The backup file, streamed. A run that fails after the stream "
+                        "started ends with kvbackup/error.json instead of kvbackup/manifest.json",
+                        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                },
+            ),
+        },
+        "/v1/admin/restore/rows": {
+            "post": _op(
+                "Load a batch of rows (a restore); an upsert, safe to retry",
+                _ok("How many rows were written", _OBJECT),
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/msgpack": {
+                            "schema": {
+                                "type": "object",
+                                "description": '{"rows": [[key, value], ...]} with msgpack binaries, '
+                                "1 to 10000 rows",
+                            }
+                        }
+                    },
+                },
+            ),
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness",

@@ -12,7 +12,7 @@ from typing import Any
 
 from kvcluster.keyspace import META_PARTITION, PartitionDescriptor
 from kvcluster.raft import ConfChangeKind
-from kvcluster.storage import Command, Delete, Expire, Freeze, Merge, MetaCommand, Put, Split, Unfreeze
+from kvcluster.storage import Command, Delete, Expire, Freeze, Load, Merge, MetaCommand, Put, Split, Unfreeze
 
 from .errors import (
     ApiError,
@@ -36,7 +36,7 @@ from .host import RaftHost
 @dataclass(slots=True)
 class Operation:
     op: str
-    """put | delete | expire | get | scan | meta | meta_read | admin"""
+    """put | delete | expire | load | get | scan | meta | meta_read | admin"""
     partition: int = 0
     key: bytes = b""
     value: bytes = b""
@@ -47,6 +47,8 @@ class Operation:
     limit: int = 0
     args: dict[str, Any] | None = None
     """For ``meta`` (a meta command) and ``admin`` (a reshape action on the partition's leader)."""
+    rows: list[tuple[bytes, bytes]] | None = None
+    """For ``load`` (a restore's batch for one partition)."""
 
     @property
     def is_write(self) -> bool:
@@ -68,6 +70,17 @@ async def execute_local(host: RaftHost, op: Operation, timeout: float) -> dict[s
         outcome = await host.propose(op.partition, Delete(op.key, op.if_version), timeout)
     elif op.op == "expire":
         outcome = await host.propose(op.partition, Expire(op.key, op.if_version), timeout)
+    elif op.op == "load":
+        batch = tuple((bytes(k), bytes(v)) for k, v in op.rows or ())
+        loaded = await host.propose(op.partition, Load(batch), timeout)
+        if loaded.code:
+            raise Internal(f"unexpected outcome {loaded.code}")
+        answer = loaded.body or {}
+        return {
+            "loaded": answer.get("loaded", 0),
+            "skipped": answer.get("skipped", []),
+            "descriptor": loaded.descriptor.to_dict() if loaded.descriptor else None,
+        }
     elif op.op == "get":
         row = await host.read(op.partition, op.key, op.linearizable, timeout)
         if row is None:

@@ -148,7 +148,7 @@ class Router:
                 attempt += 1
                 continue
             op.partition = desc.id
-            target = self._pick(desc, avoid, local_ok=op.op in ("get", "scan") and not op.linearizable)
+            target = self.pick(desc, avoid, local_ok=op.op in ("get", "scan") and not op.linearizable)
             try:
                 if target == self.cfg.node_id:
                     result = await execute_local(self.host, op, remaining)
@@ -193,7 +193,7 @@ class Router:
             await asyncio.sleep(min(0.02 * 2**attempt, 0.3, max(0.0, deadline - loop.time())))
         raise Unavailable(f"partition unavailable: {reason}", retry_after=1)
 
-    def _pick(self, desc: PartitionDescriptor, avoid: set[int], *, local_ok: bool = False) -> int:
+    def pick(self, desc: PartitionDescriptor, avoid: set[int], *, local_ok: bool = False) -> int:
         """The node to send an operation to: the leader as far as known.
 
         A stale read (``local_ok``) is served by this node's own replica when it has

@@ -1,6 +1,6 @@
 """Durable state of a node: Raft logs, hard states and the key-value tables in one SQLite file."""
 
-from .commands import Command, Delete, Expire, Freeze, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
+from .commands import Command, Delete, Expire, Freeze, Load, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
 from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState, ReplicaRecord
 from .schema import Durability
 from .snapshots import snapshot_descriptor
@@ -21,6 +21,7 @@ __all__ = [
     "Expire",
     "Freeze",
     "GroupWrite",
+    "Load",
     "Merge",
     "MetaCommand",
     "NewReplica",

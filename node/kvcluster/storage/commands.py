@@ -25,6 +25,7 @@ class Op(IntEnum):
     MERGE = 12
     UNFREEZE = 13
     META = 20
+    LOAD = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,20 @@ class Expire:
 
     key: bytes
     if_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """Blind puts of many rows at once: how a restore seeds a partition (issue 12).
+
+    One entry per batch instead of one per key, so a restore costs one Raft
+    round and one fsync per batch. Each row still gets its own revision, as a
+    put would. Rows whose key the partition no longer covers (it split since
+    the batch was grouped) are skipped, identically on every replica, and
+    reported by position so that the caller can send them on.
+    """
+
+    rows: tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +118,7 @@ class MetaCommand:
     body: dict[str, Any]
 
 
-Command = Put | Delete | Expire | Split | Freeze | Unfreeze | Merge | MetaCommand
+Command = Put | Delete | Expire | Load | Split | Freeze | Unfreeze | Merge | MetaCommand
 
 
 def encode(cmd: Command) -> bytes:
@@ -124,6 +139,8 @@ def encode(cmd: Command) -> bytes:
             fields = [Op.MERGE, right, right_epoch, right_index, epoch]
         case MetaCommand(body):
             fields = [Op.META, body]
+        case Load(rows):
+            fields = [Op.LOAD, [list(r) for r in rows]]
     out: bytes = msgpack.packb(fields, use_bin_type=True)
     return out
 
@@ -148,6 +165,8 @@ def decode(data: bytes) -> Command | None:
         return Unfreeze(fields[1])
     if op == Op.MERGE:
         return Merge(fields[1], fields[2], fields[3], fields[4])
+    if op == Op.LOAD:
+        return Load(tuple((bytes(k), bytes(v)) for k, v in fields[1]))
     return MetaCommand(fields[1])
 
 

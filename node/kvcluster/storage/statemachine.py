@@ -15,7 +15,7 @@ from kvcluster.keyspace import PartitionDescriptor, key_hash, merge_descriptors,
 from kvcluster.raft import ConfChange, Entry, EntryKind
 
 from . import commands
-from .commands import Delete, Expire, Freeze, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
+from .commands import Delete, Expire, Freeze, Load, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
 from .metastate import apply_meta
 from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState
 from .schema import to_db_hash
@@ -212,6 +212,8 @@ class StateMachine:
                 return Outcome(descriptor=desc)
             case Merge():
                 return self._apply_merge(result, cmd)
+            case Load(rows):
+                return self._apply_load(result, rows)
             case MetaCommand(body):
                 meta, answer = apply_meta(state.meta, body)
                 result.state = state.advanced(state.applied_index, state.applied_term, meta=meta)
@@ -246,6 +248,30 @@ class StateMachine:
             (cmd.key, to_db_hash(h), cmd.value, revision),
         )
         return Outcome(version=revision), revision
+
+    def _apply_load(self, result: ApplyResult, rows: tuple[tuple[bytes, bytes], ...]) -> Outcome:
+        state = result.state
+        if state.frozen:
+            return Outcome(code="frozen", descriptor=state.descriptor)
+        revision = state.revision
+        skipped: list[int] = []
+        params: list[tuple[bytes, int, bytes, int]] = []
+        for i, (key, value) in enumerate(rows):
+            h = key_hash(key)
+            if not state.descriptor.range.contains(h):
+                skipped.append(i)
+                continue
+            revision += 1
+            params.append((key, to_db_hash(h), value, revision))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)", params
+        )
+        result.state = state.advanced(state.applied_index, state.applied_term, revision=revision)
+        return Outcome(
+            version=revision,
+            descriptor=state.descriptor,
+            body={"loaded": len(params), "skipped": skipped},
+        )
 
     def _apply_conf_change(self, state: AppliedState, cc: ConfChange, entry: Entry) -> AppliedState:
         """Mirror the membership change into the descriptor, bumping its epoch.

@@ -6,7 +6,8 @@ large and slow, and must not hold up heartbeats queued behind it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from ssl import SSLContext
 
 import aiohttp
@@ -42,20 +43,46 @@ class PeerRPC:
             )
         return self._session
 
-    async def call(self, node: int, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+    def _target(self, node: int, path: str) -> tuple[str, dict[str, str]]:
+        """The URL of ``path`` on ``node`` and the signed headers of a call to it."""
         url = self.urls.get(node)
         if url is None:
             raise PeerUnavailable(f"no address known for node {node}", maybe_delivered=False)
         headers = self.auth.headers(path)
         headers["Content-Type"] = "application/msgpack"
+        return url + path, headers
+
+    async def call(self, node: int, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        url, headers = self._target(node, path)
         try:
             async with self._get_session().post(
-                url + path,
+                url,
                 data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout, connect=1.0),
             ) as resp:
                 return resp.status, await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise PeerUnavailable(f"node {node}: {exc or type(exc).__name__}") from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, node: int, path: str, body: bytes, idle_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A call whose answer is read as it arrives (a partition dump for a backup).
+
+        No total deadline: a large partition takes as long as it takes; a peer
+        that sends nothing for ``idle_timeout`` seconds is given up on.
+        """
+        url, headers = self._target(node, path)
+        try:
+            async with self._get_session().post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, connect=1.0, sock_read=idle_timeout),
+            ) as resp:
+                yield resp
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerUnavailable(f"node {node}: {exc or type(exc).__name__}") from exc
 
