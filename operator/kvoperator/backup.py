@@ -183,8 +183,16 @@ def _pod_spec(
     scheme = "https" if spec.tls_enabled else "http"
     url = f"{scheme}://{ref.client_service}.{ref.namespace}.svc:7000"
     env: list[Body] = [{"name": "KVCLUSTER_TOKEN_FILE", "value": f"{AUTH_DIR}/{TOKEN_KEY}"}]
-    mounts: list[Body] = [{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}]
-    volumes: list[Body] = [{"name": "auth", "secret": {"secretName": auth_secret, "defaultMode": 0o440}}]
+    # The root filesystem is read-only: /tmp is where an S3 backup is staged and checked before the
+    # upload, and where a restore downloads the file before it verifies it.
+    mounts: list[Body] = [
+        {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+        {"name": "scratch", "mountPath": "/tmp"},
+    ]
+    volumes: list[Body] = [
+        {"name": "auth", "secret": {"secretName": auth_secret, "defaultMode": 0o440}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
     if spec.tls_enabled and tls_secret is not None:
         env.append({"name": "KVCLUSTER_CACERT", "value": f"{TLS_DIR}/{TLS_CA_KEY}"})
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})

@@ -2,7 +2,8 @@
 
 create a kind cluster -> build the image and load it -> helm install the chart ->
 apply the small example -> write and read through the Service -> kubectl scale kvc ->
-delete a pod -> a rolling upgrade to a new image tag -> no data lost -> uninstall.
+delete a pod -> a rolling upgrade to a new image tag -> no data lost -> a backup to a PVC from the
+CronJob -> a second cluster restored from it reads back every key -> uninstall.
 
 Skips, saying why, where docker or kind is missing. Environment:
   KVCLUSTER_TEST_IMAGE       use this already built image (else scripts/build-image.sh builds one)
@@ -180,9 +181,11 @@ print(json.dumps(out))
 """
 
 
-def kv(tools: Tools, pod: str, ops: list[tuple[str, str, str | None]]) -> list[tuple[int, str]]:
+def kv(
+    tools: Tools, pod: str, ops: list[tuple[str, str, str | None]], instance: str = NAME
+) -> list[tuple[int, str]]:
     """Run PUT/GET operations from inside ``pod`` against the cluster's client Service."""
-    service = f"http://{NAME}.{NS}.svc:7000"
+    service = f"http://{instance}.{NS}.svc:7000"
     out = tools.k(
         "-n", NS, "exec", pod, "-c", "node", "--",
         "python3", "-c", CLIENT, json.dumps(ops), service,
@@ -197,8 +200,8 @@ def put_all(tools: Tools, pod: str, data: dict[str, str]) -> None:
     assert not bad, bad
 
 
-def check_all(tools: Tools, pod: str, data: dict[str, str]) -> None:
-    results = kv(tools, pod, [("GET", k, None) for k in data])
+def check_all(tools: Tools, pod: str, data: dict[str, str], instance: str = NAME) -> None:
+    results = kv(tools, pod, [("GET", k, None) for k in data], instance)
     lost = [(k, v, r) for (k, v), r in zip(data.items(), results, strict=True) if r != (200, v)]
     assert not lost, f"{len(lost)} of {len(data)} keys lost or wrong: {lost[:5]}"
 
@@ -218,10 +221,9 @@ def replaced_and_ready(tools: Tools, pod: str, old_uid: str) -> bool | None:
     return True if conditions.get("Ready") == "True" else None
 
 
-def ready_pod(tools: Tools, exclude: str = "") -> str:
-    pods = json.loads(
-        tools.k("-n", NS, "get", "pods", "-l", f"app.kubernetes.io/instance={NAME}", "-o", "json")
-    )["items"]
+def ready_pod(tools: Tools, exclude: str = "", instance: str = NAME) -> str:
+    selector = f"app.kubernetes.io/instance={instance},app.kubernetes.io/component=node"
+    pods = json.loads(tools.k("-n", NS, "get", "pods", "-l", selector, "-o", "json"))["items"]
     for pod in pods:
         name = pod["metadata"]["name"]
         conditions = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
@@ -302,6 +304,48 @@ def test_install_scale_delete_pod_uninstall(cluster: Tools) -> None:
         images = t.k("-n", NS, "get", "pods", "-l", node_pods, "-o", jsonpath).split()
         assert images == [NEXT_IMAGE] * (nodes + 2), images
         check_all(t, ready_pod(t), {**data, **more})
+
+        # Backup from the CronJob into a PVC (started by hand, as `kubectl create job --from` does),
+        # then a second, smaller cluster created from that file.
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "backups", "namespace": NS},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+        t.k("apply", "-f", "-", stdin=yaml.safe_dump(claim))
+        backup = {"schedule": "0 0 1 1 *", "keep": 2, "pvc": {"claimName": "backups", "path": "nightly"}}
+        t.k("-n", NS, "patch", "kvc", NAME, "--type", "merge", "-p", json.dumps({"spec": {"backup": backup}}))
+        cronjob = f"{NAME}-backup"
+        wait_for(
+            "the backup CronJob",
+            lambda: t.k("-n", NS, "get", "cronjob", cronjob, "-o", "name", check=False).strip() or None,
+            timeout=120,
+        )
+        t.k("-n", NS, "create", "job", "backup-now", f"--from=cronjob/{cronjob}")
+
+        def backed_up() -> dict[str, Any] | None:
+            last = (t.kvc().get("status") or {}).get("backup") or {}
+            return last if last.get("lastJob") == "backup-now" and last.get("lastResult") else None
+
+        last = wait_for("the backup run", backed_up, timeout=600)
+        assert last["lastResult"] == "Succeeded", last
+        assert last["lastKeys"] == len(data) + len(more), last
+        copy = yaml.safe_load(SMALL_EXAMPLE.read_text(encoding="utf-8"))
+        copy["metadata"] = {"name": "copy", "namespace": NS}
+        source = {"pvc": {"claimName": "backups", "path": "nightly/" + Path(last["lastFile"]).name}}
+        copy["spec"].update(nodes=1, partitions=2, replicas=1, restoreFrom=source)
+        t.k("apply", "-f", "-", stdin=yaml.safe_dump(copy))
+
+        def restored() -> bool | None:
+            body = json.loads(t.k("-n", NS, "get", "kvc", "copy", "-o", "json"))
+            phase = ((body.get("status") or {}).get("restore") or {}).get("phase")
+            assert phase != "Failed", body["status"]
+            return True if phase == "Succeeded" else None
+
+        wait_for("the restore of the copy", restored, timeout=900)
+        check_all(t, ready_pod(t, instance="copy"), {**data, **more}, instance="copy")
+        t.k("-n", NS, "delete", "kvc", "copy", "--timeout=300s", timeout=360)
 
         # Uninstall: the cluster first (the operator cleans up), then the chart.
         t.k("-n", NS, "delete", "kvc", NAME, "--timeout=300s", timeout=360)

@@ -12,12 +12,9 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ import pytest
 from kvcluster.client import AsyncClient, SyncClient
 from kvcluster.client.backupfile import verify
 from kvcluster.local import LocalCluster
-from kvcluster.local.ports import free_port_block
+from tests.s3server import KEYS, moto_server, s3_client
 
 from .conftest import ClusterFactory
 
@@ -248,48 +245,14 @@ def test_restore_rows_refuses_bad_input(make_cluster: ClusterFactory) -> None:
 
 
 @pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[str]:
-    """moto's S3-compatible server as a real process on loopback, stopped by pid afterwards."""
-    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    assert binary, "moto[server] is a dev dependency; `make test` installs it"
-    port = free_port_block(1)
-    proc = subprocess.Popen(
-        [binary, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
+def s3_server() -> Iterator[str]:
+    with moto_server() as endpoint:
         yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_backup_to_and_restore_from_s3(make_cluster: ClusterFactory, s3_server: str) -> None:
-    import boto3
-
-    env = {
-        "AWS_ENDPOINT_URL": s3_server,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
+    env = {"AWS_ENDPOINT_URL": s3_server, **KEYS}
+    s3 = s3_client(s3_server)
     s3.create_bucket(Bucket="kv-backups")
     source = make_cluster(nodes=3, partitions=2, replicas=3, name="source")
     data = sample_data(500)

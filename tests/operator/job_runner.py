@@ -11,6 +11,8 @@ out here:
   a PersistentVolumeClaim a directory per claim name (shared by every Job
   that mounts it, as a real volume is), and every argument or environment
   value under a mount path is rewritten to the stand-in directory;
+* an emptyDir is a fresh directory per run; the one mounted at ``/tmp`` is
+  handed to the process as ``TMPDIR`` (it cannot be the machine's /tmp);
 * ``valueFrom.secretKeyRef`` environment values are read from the Secret;
 * the termination message file (``/dev/termination-log``) is a file per run,
   whose content becomes the pod's ``state.terminated.message``.
@@ -77,6 +79,10 @@ class JobRunner:
                 folder = self.base_dir / "claims" / volume["persistentVolumeClaim"]["claimName"]
                 folder.mkdir(parents=True, exist_ok=True)
                 mounts[mount["mountPath"]] = folder
+            elif "emptyDir" in volume:
+                folder = run_dir / f"empty-{mount['name']}"
+                folder.mkdir()
+                mounts[mount["mountPath"]] = folder
             else:
                 raise RuntimeError(f"{name}: volume {mount['name']!r} has no local stand-in")
         message_file = run_dir / "termination-log"
@@ -98,6 +104,8 @@ class JobRunner:
             raise RuntimeError(f"{name}: unexpected container command {command!r}")
         argv = [sys.executable, "-m", "kvcluster", *(local(a) for a in command[1:]), "--quiet"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KVCLUSTER_", "AWS_"))}
+        if "/tmp" in mounts:  # the pod's /tmp is its emptyDir; here the process finds it through TMPDIR
+            env["TMPDIR"] = str(mounts["/tmp"])
         for var in container.get("env", []):
             if "value" in var:
                 env[var["name"]] = local(var["value"])

@@ -13,6 +13,7 @@ shape, reads back every key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,10 +26,11 @@ from k8s_emulator import K8sEmulator
 from node_pods import NodePods
 from operator_harness import OperatorThread
 from sts_controller import PodInfo, StatefulSetController
+from tests.s3server import KEYS, moto_server, s3_client
 
 from kvcluster.client import AsyncClient
 from kvoperator.controller import OperatorConfig
-from kvoperator.kube import CRONJOBS, JOBS, KVCLUSTERS, KubeClient
+from kvoperator.kube import CRONJOBS, JOBS, KVCLUSTERS, SECRETS, KubeClient
 from kvoperator.resources import ADMIN_URL_ANNOTATION
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -200,3 +202,43 @@ async def test_backup_job_and_restore_job_run_for_real(
                 break
             cursor = page.next
     assert restored == data
+
+    # The same cluster's backups switched to an S3-compatible bucket through a Secret of keys:
+    # the keys reach the run as environment variables, the file is staged in the pod's /tmp.
+    with moto_server() as endpoint:
+        s3 = s3_client(endpoint)
+        s3.create_bucket(Bucket="kv-backups")
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s3-keys", "namespace": NAMESPACE},
+            "data": {
+                k: base64.b64encode(v.encode()).decode() for k, v in KEYS.items() if k.startswith("AWS_")
+            },
+        }
+        await kube.create(SECRETS.path(NAMESPACE), secret)
+        target = {"bucket": "kv-backups", "prefix": "demo", "endpoint": endpoint, "secretName": "s3-keys"}
+        await kube.patch(
+            KVCLUSTERS.path(NAMESPACE, "demo"),
+            {"spec": {"backup": {"schedule": "@daily", "keep": 1, "s3": target, "pvc": None}}},  # merge patch
+        )
+
+        async def s3_cronjob() -> dict[str, Any] | None:
+            body = await kube.get(CRONJOBS.path(NAMESPACE, "demo-backup"))
+            pod = body["spec"]["jobTemplate"]["spec"]["template"] if body else None
+            return pod if pod and "s3://kv-backups/demo/" in pod["spec"]["containers"][0]["command"] else None
+
+        template = await eventually(s3_cronjob, k8s=k8s, what="the CronJob aimed at S3", timeout=30)
+        run = await runner.run("demo-backup-4", template)
+        assert run.exit_code == 0, run.stderr
+        await runner.record(run, labels, when="2026-12-05T03:00:00Z", cronjob=cj)
+        status = await status_where(
+            kube,
+            k8s,
+            "demo",
+            lambda s: (s.get("backup") or {}).get("lastJob") == "demo-backup-4",
+            "the S3 run",
+        )
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket="kv-backups", Prefix="demo/")["Contents"]]
+        assert [f"s3://kv-backups/{k}" for k in listed] == [status["backup"]["lastFile"]]
+        assert status["backup"]["lastKeys"] == len(data)

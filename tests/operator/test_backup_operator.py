@@ -71,6 +71,9 @@ async def test_backup_cronjob_for_an_s3_target(
     assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
     assert env["KVCLUSTER_TOKEN_FILE"] == "/etc/kvcluster/auth/token"
     assert {"name": "auth", "secret": {"secretName": "demo-auth", "defaultMode": 0o440}} in pod["volumes"]
+    # A read-only root filesystem: the S3 staging file needs a writable /tmp.
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
     # Backup pods are not node pods: not selected by the PDB, the Services or the StatefulSet.
     sts = await kube.get(STATEFULSETS.path(NAMESPACE, "demo"))
     assert sts is not None
