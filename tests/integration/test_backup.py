@@ -24,7 +24,8 @@ import msgpack
 import pytest
 
 from kvcluster.client import AsyncClient, SyncClient
-from kvcluster.client.backupfile import verify
+from kvcluster.client.backup import write_backup
+from kvcluster.client.backupfile import BackupError, BackupIncomplete, verify
 from kvcluster.local import LocalCluster
 from tests.s3server import KEYS, moto_server, s3_client
 
@@ -212,6 +213,41 @@ def test_backup_while_partitions_split_and_writes_go_on(make_cluster: ClusterFac
     # Every key written before the backup began is in it; keys written during it may or may not be.
     assert {k: restored.get(k) for k in data} == data
     assert set(restored) - set(data) <= set(during)
+
+
+def test_a_node_killed_mid_backup_fails_that_run_and_the_next_one_succeeds(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = make_cluster(nodes=3, partitions=2, replicas=3)
+    rng = random.Random(5)
+    data = {f"bulk/{i}".encode(): rng.randbytes(400_000) for i in range(30)}  # more than socket buffers
+    write_all(cluster, data)
+
+    async def interrupted() -> BaseException | None:
+        killed = False
+
+        def on_bytes(_: int) -> None:
+            nonlocal killed
+            if not killed:
+                killed = True
+                cluster.kill(1)  # the node serving the stream, with SIGKILL, by pid
+
+        async with AsyncClient([cluster.urls()[0]], timeout=10) as client:
+            with (tmp_path / "cut.partial").open("wb") as f:
+                try:
+                    await write_backup(client, f, on_bytes)
+                except BackupError as exc:
+                    return exc
+        return None
+
+    failure = asyncio.run(interrupted())
+    assert isinstance(failure, BackupIncomplete), failure  # the header arrives, then the stream breaks
+    with (tmp_path / "cut.partial").open("rb") as f, pytest.raises(BackupError):
+        verify(f)
+    # The CLI, given every node, starts again (the dead one refuses connections) and succeeds.
+    cluster.wait_for(lambda: cluster.leader_of(1, via=2) not in (None, 1), timeout=30, what="a new leader")
+    summary = summary_of(kv(cluster, "backup", str(tmp_path / "whole.kvbackup")))
+    assert summary["keys"] == len(data)
 
 
 def test_restore_rows_refuses_bad_input(make_cluster: ClusterFactory) -> None:

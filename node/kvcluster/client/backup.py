@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import aiohttp
+
 from .aio import AsyncClient
-from .backupfile import CHUNK_BYTES, CHUNK_ROWS, BackupSummary, read_backup, verify
+from .backupfile import CHUNK_BYTES, CHUNK_ROWS, BackupIncomplete, BackupSummary, read_backup, verify
 
 LOAD_PARALLEL = 4
 """Batches in flight during a restore: enough to keep every partition's leader busy on a small cluster."""
@@ -22,14 +24,21 @@ LOAD_PARALLEL = 4
 async def write_backup(
     client: AsyncClient, out: BinaryIO, on_bytes: Callable[[int], None] | None = None
 ) -> int:
-    """Stream a backup into ``out``; returns its size. The caller verifies the file afterwards."""
+    """Stream a backup into ``out``; returns its size. The caller verifies the file afterwards.
+
+    A stream that breaks off after it started raises :class:`BackupIncomplete`: the
+    run is worth starting again (on another node), unlike a refusal before it began.
+    """
     size = 0
     async with client.backup_stream() as stream:
-        async for data in stream:
-            out.write(data)
-            size += len(data)
-            if on_bytes is not None:
-                on_bytes(len(data))
+        try:
+            async for data in stream:
+                out.write(data)
+                size += len(data)
+                if on_bytes is not None:
+                    on_bytes(len(data))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise BackupIncomplete(f"the backup stream broke off after {size} bytes ({exc!r})") from exc
     out.flush()
     return size
 

@@ -62,6 +62,10 @@ class BackupFailed(BackupError):
     """The backup run itself failed and said so at the end of the file."""
 
 
+class BackupIncomplete(BackupError):
+    """The stream broke off before the end (the serving node died, the connection dropped)."""
+
+
 def _member(name: str, data: bytes, mtime: float) -> bytes:
     info = tarfile.TarInfo(PREFIX + name)
     info.size = len(data)
