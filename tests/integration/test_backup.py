@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,14 @@ def test_backup_restores_into_a_cluster_of_another_shape(
     write_all(source, data)
     folder = tmp_path / "backups"
     summary_file = tmp_path / "summary.json"
+    folder.mkdir()
+    stale, fresh = folder / ".kvbackup-killed.partial", folder / ".kvbackup-running.partial"
+    stale.write_bytes(b"left by a run that was killed")
+    fresh.write_bytes(b"a run still going")
+    os.utime(stale, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     first = summary_of(kv(source, "backup", f"{folder}/", "--keep", "2", "--summary-file", str(summary_file)))
+    assert not stale.exists() and fresh.exists(), "only day-old scratch files are cleaned up"
+    fresh.unlink()
     assert first["keys"] == len(data) and first["partitions"] == 4
     assert json.loads(summary_file.read_text()) == first
     backup = Path(first["file"])

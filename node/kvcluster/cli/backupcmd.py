@@ -27,7 +27,7 @@ from kvcluster.client import AsyncClient
 from kvcluster.client.backup import load_backup, write_backup
 from kvcluster.client.backupfile import BackupError, verify
 
-from .backupplaces import Place, backup_name
+from .backupplaces import SCRATCH_PREFIX, SCRATCH_SUFFIX, Place, backup_name
 from .kvcmds import EXIT_CONFLICT, EXIT_USAGE, Connection, client_options, reporting_errors
 
 BACKUP_EXIT_CODES = """\b
@@ -113,7 +113,7 @@ def backup_command(
         last_error: BackupError | None = None
         for _ in range(attempts):
             with tempfile.NamedTemporaryFile(
-                dir=scratch, prefix=".kvbackup-", suffix=".partial", delete=False
+                dir=scratch, prefix=SCRATCH_PREFIX, suffix=SCRATCH_SUFFIX, delete=False
             ) as f:
                 local = Path(f.name)
                 try:

@@ -13,10 +13,12 @@ holds a partial backup under a final name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,9 @@ from typing import Any
 from kvcluster.client.backupfile import SUFFIX
 
 NAME_PREFIX = "kvcluster-"
+SCRATCH_PREFIX = ".kvbackup-"
+SCRATCH_SUFFIX = ".partial"
+STALE_SCRATCH_S = 86400.0
 
 
 def backup_name(when: float) -> str:
@@ -113,12 +118,22 @@ class Place:
         return [f"s3://{self.bucket}/{k}" for k in gone]
 
     def scratch_dir(self) -> Path:
-        """Where to write the file before publishing: beside a local target (a rename, no copy)."""
+        """Where to write the file before publishing: beside a local target (a rename, no copy).
+
+        Scratch files a killed run left behind (a pod evicted mid-backup) are
+        removed once they are a day old: no run takes that long, and a
+        younger one may belong to a run still going.
+        """
+        folder = Path(tempfile.gettempdir())
         if self.path is not None:
             folder = self.path if self.is_collection else self.path.parent
             folder.mkdir(parents=True, exist_ok=True)
-            return folder
-        return Path(tempfile.gettempdir())
+        cutoff = time.time() - STALE_SCRATCH_S
+        for stale in folder.glob(SCRATCH_PREFIX + "*" + SCRATCH_SUFFIX):
+            with contextlib.suppress(OSError):
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
+        return folder
 
     # ---- fetching for a restore ---------------------------------------------------------------------
 
