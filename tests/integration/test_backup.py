@@ -258,6 +258,24 @@ def test_a_node_killed_mid_backup_fails_that_run_and_the_next_one_succeeds(
     assert summary["keys"] == len(data)
 
 
+def test_lease_bound_keys_are_left_out(make_cluster: ClusterFactory, tmp_path: Path) -> None:
+    source = make_cluster(nodes=3, partitions=2, replicas=3, name="source")
+    with SyncClient(source.urls()) as client:
+        lease = client.lease_grant(60)
+        client.put(b"members/a", b"pod a", lease=lease)  # gone once its owner stops: not restored
+        client.put(b"members/b", b"pod b", lease=lease)
+        client.put(b"members/b", b"pod b, now permanent")  # written again without the lease: kept
+        client.put(b"config", b"plain")
+    path = tmp_path / "leases.kvbackup"
+    assert summary_of(kv(source, "backup", str(path)))["keys"] == 2
+    with tarfile.open(path) as tar:
+        handle = tar.extractfile("kvbackup/manifest.json")
+        assert handle is not None and json.load(handle)["ephemeral_keys_left_out"] == 1
+    target = make_cluster(nodes=1, partitions=1, replicas=1, name="target")
+    summary_of(kv(target, "restore", str(path)))
+    assert read_all(target) == {b"members/b": b"pod b, now permanent", b"config": b"plain"}
+
+
 def test_restore_rows_refuses_bad_input(make_cluster: ClusterFactory) -> None:
     cluster = make_cluster(nodes=3, partitions=2, replicas=3)
     url = cluster.urls()[0] + "/v1/admin/restore/rows"

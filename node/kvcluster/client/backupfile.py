@@ -86,6 +86,8 @@ class BackupWriter:
     created: float
     files: list[dict[str, Any]] = field(default_factory=list)
     keys: int = 0
+    ephemeral: int = 0
+    """Lease-bound rows left out (they would outlive their lease in the restored cluster)."""
     sections: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
     _chunks: dict[int, int] = field(default_factory=dict)
@@ -118,6 +120,7 @@ class BackupWriter:
             "format": FORMAT,
             "id": self.backup_id,
             "keys": self.keys,
+            "ephemeral_keys_left_out": self.ephemeral,
             "partitions": len(self.sections),
             "files": self.files,
         }

@@ -39,6 +39,7 @@ from aiohttp import web
 
 from kvcluster.client.backupfile import CHUNK_BYTES, CHUNK_ROWS, SUFFIX, BackupWriter, Row, rows_within
 from kvcluster.keyspace import HASH_SPACE, PartitionDescriptor, PartitionMap
+from kvcluster.storage.leasestate import leases_of
 from kvcluster.storage.replicastate import AppliedState
 from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
 
@@ -191,8 +192,14 @@ class BackupApi:
             await asyncio.sleep(min(0.02 * 2**attempt, 0.3))
         raise Unavailable(f"partition {desc.id}: {reason}")
 
-    async def _write_section(self, resp: web.StreamResponse, writer: BackupWriter, pos: int) -> int:
-        """Write the section starting at hash ``pos``; returns where the next one starts."""
+    async def _write_section(
+        self, resp: web.StreamResponse, writer: BackupWriter, pos: int, ephemeral: dict[bytes, int]
+    ) -> int:
+        """Write the section starting at hash ``pos``; returns where the next one starts.
+
+        ``ephemeral`` maps lease-bound keys to the version they were bound at:
+        those rows are left out (a key written again since, without a lease, is kept).
+        """
         for _ in range(SECTION_ATTEMPTS):
             desc = self.router.pmap.lookup(pos)
             if desc is None:
@@ -211,6 +218,10 @@ class BackupApi:
                         rows: list[Row] = [(bytes(k), bytes(v), int(ver)) for k, v, ver in obj["rows"]]
                         if actual.range.start < pos:  # merged since: rows below pos are written already
                             rows = rows_within(rows, pos, actual.range.end)
+                        if ephemeral:
+                            kept = [r for r in rows if ephemeral.get(r[0]) != r[2]]
+                            writer.ephemeral += len(rows) - len(kept)
+                            rows = kept
                         if rows:
                             count += len(rows)
                             await resp.write(writer.chunk(actual.id, rows))
@@ -232,16 +243,24 @@ class BackupApi:
             return actual.range.end
         raise Unavailable("the partition layout kept changing during the backup; retry")
 
-    async def _refresh_map(self) -> PartitionMap:
-        pmap = PartitionMap.from_dict((await self.reshaper.meta_state())["map"])
+    async def _refresh_map(self, state: dict[str, Any] | None = None) -> PartitionMap:
+        pmap = PartitionMap.from_dict((state or await self.reshaper.meta_state())["map"])
         for desc in pmap:
             self.router.learn(desc)
         return pmap
 
     async def backup(self, request: web.Request) -> web.StreamResponse:
-        pmap = await self._refresh_map()  # before the response starts: a failure here is a plain error
+        state = await self.reshaper.meta_state()  # before the response starts: a failure is a plain error
+        pmap = await self._refresh_map(state)
         started = time.time()
         writer = BackupWriter(uuid.uuid4().hex, started)
+        # Lease-bound keys are left out: their owners hold leases of this cluster, which the restored
+        # one will not know, so restored they would never expire (a lock held forever).
+        ephemeral = {
+            bytes.fromhex(key): int(version)
+            for lease in leases_of(state).values()
+            for key, version in (lease.get("keys") or {}).items()
+        }
         stamp = datetime.datetime.fromtimestamp(started, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         resp = web.StreamResponse(
             headers={
@@ -256,7 +275,7 @@ class BackupApi:
             try:
                 pos = 0
                 while pos < HASH_SPACE:
-                    pos = await self._write_section(resp, writer, pos)
+                    pos = await self._write_section(resp, writer, pos, ephemeral)
             except (ApiError, RoutingSignal, PeerUnavailable) as exc:
                 log.warning("backup %s failed: %s", writer.backup_id, exc)
                 await resp.write(writer.error(getattr(exc, "code", "unavailable"), str(exc)))
