@@ -166,6 +166,8 @@ async def test_dashboard_and_alerts_in_a_real_prometheus(helm4: Path, tmp_path: 
                 await wait_query(session, prom, "kvcluster_reshape_steps_planned")
                 # Enough samples under load for rate() over the dashboard's window.
                 await wait_query(session, prom, 'rate(kvcluster_http_requests_total{op="put"}[15s]) > 0')
+                # The misses too (the 4xx panel): under load their series can reach the window later.
+                await wait_query(session, prom, 'rate(kvcluster_http_requests_total{code=~"4.."}[15s]) > 0')
                 dashboard = json.loads(DASHBOARD_FILE.read_text())
                 exprs = dashboard_queries(dashboard, rate_interval="15s")
                 empty = [e for e in exprs if not await query(session, prom, e)]
