@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node_pods import in_mounts
+
 from kvoperator.kube import JOBS, PODS, SECRETS, KubeClient
 
 
@@ -93,11 +95,7 @@ class JobRunner:
                 return ",".join(self.service_urls[value])
             if value == message_path:
                 return str(message_file)
-            for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                if value == path or value.startswith(path.rstrip("/") + "/"):
-                    rest = value[len(path) :].lstrip("/")
-                    return str(folder / rest) + ("/" if value.endswith("/") and rest else "")
-            return value
+            return in_mounts(value, mounts)
 
         command = list(container["command"])
         if command[0] != "kvcluster":

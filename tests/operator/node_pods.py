@@ -414,10 +414,7 @@ class NodePods:
         mounts, claim, data_dir = self._volumes(pod, spec, container, sts)
 
         def local_path(value: str) -> str:
-            for path, local in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                if value == path or value.startswith(path.rstrip("/") + "/"):
-                    return str(local / value[len(path) :].lstrip("/"))
-            return value
+            return in_mounts(value, mounts)
 
         def expand(value: str) -> str:  # the kubelet's $(VAR) expansion
             return VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
@@ -596,6 +593,19 @@ class NodePods:
             if loop.time() > deadline:
                 return None
             await asyncio.sleep(0.2)
+
+
+def in_mounts(value: str, mounts: Mapping[str, Path]) -> str:
+    """A path inside a container (``/data/x``, ``/backup/nightly/``) on its volume's stand-in directory.
+
+    The longest mount path wins, as in the container; a trailing ``/`` (a
+    directory argument) is kept. Anything outside every mount is left as it is.
+    """
+    for path, local in sorted(mounts.items(), key=lambda m: -len(m[0])):
+        if value == path or value.startswith(path.rstrip("/") + "/"):
+            mapped = str(local / value[len(path) :].lstrip("/"))
+            return mapped + "/" if value.endswith("/") else mapped
+    return value
 
 
 def _spawn(argv: list[str], pod: str, log_path: Path) -> subprocess.Popen[bytes]:

@@ -12,7 +12,7 @@ from kvcluster.client.backupfile import (
     BackupCorrupt,
     BackupFailed,
     BackupWriter,
-    chunk_rows,
+    Batcher,
     read_backup,
     verify,
 )
@@ -38,8 +38,11 @@ def build(
     w = BackupWriter("b1", 1_700_000_000.0)
     out = w.header({"partitions": []})
     for pid, start, stop, rows in sections:
-        for chunk in chunk_rows(rows):
-            out += w.chunk(pid, chunk)
+        batcher: Batcher[tuple[bytes, bytes, int]] = Batcher()
+        chunks = [full for r in rows if (full := batcher.add(r)) is not None]
+        for chunk in [*chunks, batcher.take()]:
+            if chunk:
+                out += w.chunk(pid, chunk)
         out += w.section({"partition": pid, "from": start, "to": stop, "rows": len(rows)})
     if end == "manifest":
         out += w.manifest()

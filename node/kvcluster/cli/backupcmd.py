@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kvcluster.client import AsyncClient
 from kvcluster.client.backup import load_backup, write_backup
-from kvcluster.client.backupfile import BackupError, verify
+from kvcluster.client.backupfile import BackupError, BackupSummary, verify
 
 from .backupplaces import SCRATCH_PREFIX, SCRATCH_SUFFIX, Place, backup_name
 from .kvcmds import EXIT_CONFLICT, EXIT_USAGE, Connection, client_options, reporting_errors
@@ -136,8 +136,8 @@ def backup_command(
         if summary is None:
             assert last_error is not None
             raise last_error
-        where = place.publish(local, name, s3_endpoint)
-        pruned = place.prune(keep, s3_endpoint)
+        where = place.publish(local, name)
+        pruned = place.prune(keep)
         result: dict[str, Any] = {
             "file": where,
             "size": size,
@@ -183,11 +183,11 @@ def restore_command(source: str, force: bool, s3_endpoint: str | None, quiet: bo
     """
     with _reporting(), tempfile.TemporaryDirectory(prefix="kvcluster-restore-") as scratch:
         place = Place.parse(source, s3_endpoint)
-        local, name = place.fetch(Path(scratch), s3_endpoint)
+        local, name = place.fetch(Path(scratch))
         started = time.time()
         with local.open("rb") as f:
             checked = verify(f)  # before asking the cluster anything: a bad file needs no cluster
-        result = asyncio.run(_restore(conn, local, checked.keys, force, quiet))
+        result = asyncio.run(_restore(conn, local, checked, force, quiet))
         if result is None:
             raise _fail(
                 "not_empty",
@@ -207,15 +207,17 @@ def restore_command(source: str, force: bool, s3_endpoint: str | None, quiet: bo
         )
 
 
-async def _restore(conn: Connection, local: Path, total: int, force: bool, quiet: bool) -> Any:
+async def _restore(
+    conn: Connection, local: Path, checked: BackupSummary, force: bool, quiet: bool
+) -> BackupSummary | None:
     async with _async_client(conn) as client:
         if not force:
             page = await client.scan(limit=1)
             if page.items:
                 return None
         with _progress(quiet) as progress:
-            task = progress.add_task("restoring (keys)", total=total)
-            return await load_backup(client, local, lambda n: progress.advance(task, n))
+            task = progress.add_task("restoring (keys)", total=checked.keys)
+            return await load_backup(client, local, checked, lambda n: progress.advance(task, n))
 
 
 BACKUP_COMMANDS = [backup_command, restore_command]

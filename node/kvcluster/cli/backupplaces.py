@@ -47,6 +47,8 @@ class Place:
     key: str = ""
     """s3: the object key or the prefix (ending in ``/`` or empty)."""
     path: Path | None = None
+    endpoint: str | None = None
+    """s3: the endpoint URL (``--s3-endpoint`` / ``AWS_ENDPOINT_URL``); None: AWS itself."""
 
     @property
     def is_s3(self) -> bool:
@@ -64,15 +66,15 @@ class Place:
             bucket, _, key = url[len("s3://") :].partition("/")
             if not bucket:
                 raise ValueError(f"{url!r}: an S3 place is s3://BUCKET/KEY or s3://BUCKET/PREFIX/")
-            return cls(url, bucket=bucket, key=key)
+            return cls(url, bucket=bucket, key=key, endpoint=s3_endpoint or None)
         return cls(url, path=Path(url))
 
     # ---- S3 ---------------------------------------------------------------------------------------
 
-    def _s3(self, endpoint: str | None) -> Any:
+    def _s3(self) -> Any:
         import boto3  # only backups to S3 pay for importing it
 
-        return boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL") or None)
+        return boto3.client("s3", endpoint_url=self.endpoint)
 
     def _s3_names(self, client: Any) -> list[str]:
         names: list[str] = []
@@ -84,7 +86,7 @@ class Place:
 
     # ---- publishing a checked local file ------------------------------------------------------------
 
-    def publish(self, local: Path, name: str, s3_endpoint: str | None = None) -> str:
+    def publish(self, local: Path, name: str) -> str:
         """Put the checked file ``local`` at this place (as ``name`` in a collection); returns where."""
         if self.path is not None:
             target = self.path / name if self.is_collection else self.path
@@ -97,10 +99,10 @@ class Place:
                 os.replace(partial, target)
             return str(target)
         key = self.key + name if self.is_collection else self.key
-        self._s3(s3_endpoint).upload_file(str(local), self.bucket, key)
+        self._s3().upload_file(str(local), self.bucket, key)
         return f"s3://{self.bucket}/{key}"
 
-    def prune(self, keep: int, s3_endpoint: str | None = None) -> list[str]:
+    def prune(self, keep: int) -> list[str]:
         """Delete all but the ``keep`` newest backups of a collection; returns what went."""
         if keep <= 0 or not self.is_collection:
             return []
@@ -110,7 +112,7 @@ class Place:
             for n in gone:
                 (self.path / n).unlink(missing_ok=True)
             return [str(self.path / n) for n in gone]
-        client = self._s3(s3_endpoint)
+        client = self._s3()
         keys = self._s3_names(client)
         gone = keys[: max(0, len(keys) - keep)]
         for k in gone:
@@ -137,7 +139,7 @@ class Place:
 
     # ---- fetching for a restore ---------------------------------------------------------------------
 
-    def fetch(self, scratch: Path, s3_endpoint: str | None = None) -> tuple[Path, str]:
+    def fetch(self, scratch: Path) -> tuple[Path, str]:
         """A local file holding the backup to restore (the newest, for a collection); and its name."""
         if self.path is not None:
             if not self.is_collection:
@@ -148,7 +150,7 @@ class Place:
             if not names:
                 raise FileNotFoundError(f"{self.path}: holds no {NAME_PREFIX}*{SUFFIX} backups")
             return self.path / names[-1], str(self.path / names[-1])
-        client = self._s3(s3_endpoint)
+        client = self._s3()
         key = self.key
         if self.is_collection:
             keys = self._s3_names(client)

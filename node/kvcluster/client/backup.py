@@ -15,7 +15,7 @@ from typing import BinaryIO
 import aiohttp
 
 from .aio import AsyncClient
-from .backupfile import CHUNK_BYTES, CHUNK_ROWS, BackupIncomplete, BackupSummary, read_backup, verify
+from .backupfile import BackupIncomplete, BackupSummary, Batcher, read_backup
 
 LOAD_PARALLEL = 4
 """Batches in flight during a restore: enough to keep every partition's leader busy on a small cluster."""
@@ -46,18 +46,18 @@ async def write_backup(
 async def load_backup(
     client: AsyncClient,
     path: Path,
+    checked: BackupSummary,
     on_rows: Callable[[int], None] | None = None,
     *,
     parallel: int = LOAD_PARALLEL,
 ) -> BackupSummary:
-    """Load every row of a backup into the cluster, after checking the whole file first.
+    """Load every row of a backup that :func:`verify` has passed (``checked`` is what it said).
 
-    The file is read twice: once to verify it end to end (a truncated or
-    damaged file is refused before a single row is sent), once to load it.
-    Rows go in batches of about a chunk; ``parallel`` batches are in flight.
+    Verifying is the caller's first step, before it asks the cluster anything:
+    a truncated or damaged file is refused before a single row is sent. The
+    load reads the file once more (and would still stop at a fault). Rows go
+    in batches of about a chunk; ``parallel`` batches are in flight.
     """
-    with path.open("rb") as f:
-        summary = verify(f)
     pending: set[asyncio.Task[int]] = set()
 
     async def send(rows: list[tuple[bytes, bytes]]) -> int:
@@ -75,22 +75,17 @@ async def load_backup(
         pending.add(asyncio.ensure_future(send(rows)))
 
     try:
-        batch: list[tuple[bytes, bytes]] = []
-        size = 0
+        batcher: Batcher[tuple[bytes, bytes]] = Batcher()
         with path.open("rb") as f:
             for event in read_backup(f):
                 for key, value, _ in event.rows:
-                    batch.append((key, value))
-                    size += len(key) + len(value)
-                    if len(batch) >= CHUNK_ROWS or size >= CHUNK_BYTES:
-                        await flush(batch)
-                        batch, size = [], 0
-        if batch:
-            await flush(batch)
-        for task in asyncio.as_completed(list(pending)):
-            await task
+                    if (full := batcher.add((key, value))) is not None:
+                        await flush(full)
+        if rest := batcher.take():
+            await flush(rest)
+        await asyncio.gather(*pending)
     finally:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    return summary
+    return checked

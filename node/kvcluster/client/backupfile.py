@@ -33,7 +33,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import msgpack
 
@@ -48,6 +48,7 @@ _MEMBER_LIMIT = 64 << 20
 """No member of a valid backup is anywhere near this; a larger size field is corruption."""
 
 Row = tuple[bytes, bytes, int]
+R = TypeVar("R", Row, tuple[bytes, bytes])
 
 
 class BackupError(Exception):
@@ -131,16 +132,29 @@ class BackupWriter:
         return _member("error.json", _json(body), self.created) + b"\0" * 1024
 
 
-def chunk_rows(rows: list[Row]) -> Iterator[list[Row]]:
-    """Cut rows into chunks of at most CHUNK_ROWS rows or about CHUNK_BYTES bytes."""
-    start, size = 0, 0
-    for i, (k, v, _) in enumerate(rows):
-        size += len(k) + len(v) + 16
-        if i + 1 - start >= CHUNK_ROWS or size >= CHUNK_BYTES:
-            yield rows[start : i + 1]
-            start, size = i + 1, 0
-    if start < len(rows):
-        yield rows[start:]
+class Batcher(Generic[R]):
+    """Gathers rows into batches of at most CHUNK_ROWS rows or about CHUNK_BYTES bytes.
+
+    One rule for every batch of rows in a backup's life: the chunks the
+    leader streams and the file holds, and the batches a restore loads.
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[R] = []
+        self._size = 0
+
+    def add(self, row: R) -> list[R] | None:
+        """Take a row (key first, value second); a full batch comes back when this one completes it."""
+        self._rows.append(row)
+        self._size += len(row[0]) + len(row[1])
+        if len(self._rows) >= CHUNK_ROWS or self._size >= CHUNK_BYTES:
+            return self.take()
+        return None
+
+    def take(self) -> list[R]:
+        """The rows gathered so far (possibly none), and start a new batch."""
+        rows, self._rows, self._size = self._rows, [], 0
+        return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,21 +171,13 @@ class BackupSummary:
     keys: int = 0
     partitions: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.backup_id,
-            "created": self.created,
-            "keys": self.keys,
-            "partitions": len(self.partitions),
-        }
-
 
 def read_backup(fileobj: IO[bytes], summary: BackupSummary | None = None) -> Iterator[RowsEvent]:
     """Yield the rows of a backup while checking it; raises BackupCorrupt/BackupFailed at the fault.
 
-    The rows of a chunk are yielded only after the chunk's own digest is known
-    to be right against nothing yet (the manifest comes last), so a caller that
-    must not act on a bad file reads it through once first (``verify``).
+    Rows are yielded as they are read, before the manifest (which comes last)
+    has confirmed their digests, so a caller that must not act on a bad file
+    reads it through once first (``verify``).
     """
     summary = summary if summary is not None else BackupSummary()
     seen: list[dict[str, Any]] = []

@@ -34,10 +34,11 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import aiohttp
 import msgpack
 from aiohttp import web
 
-from kvcluster.client.backupfile import CHUNK_BYTES, CHUNK_ROWS, SUFFIX, BackupWriter, Row, rows_within
+from kvcluster.client.backupfile import SUFFIX, BackupWriter, Batcher, Row, rows_within
 from kvcluster.keyspace import HASH_SPACE, PartitionDescriptor, PartitionMap
 from kvcluster.storage.leasestate import leases_of
 from kvcluster.storage.replicastate import AppliedState
@@ -47,8 +48,6 @@ from .config import NodeConfig
 from .errors import (
     ApiError,
     BadRequest,
-    NotHereSignal,
-    NotLeaderSignal,
     RoutingSignal,
     Unavailable,
 )
@@ -63,7 +62,8 @@ DUMP_PATH = "/internal/v1/dump"
 FETCH_ROWS = 64
 """Rows read from SQLite at a time: with 1 MiB values, 64 MiB at the very most."""
 IDLE_TIMEOUT_S = 30.0
-SECTION_ATTEMPTS = 20
+LAYOUT_ATTEMPTS = 20
+"""Lookups of a position (or regroupings of a batch) before a layout that keeps changing fails the request."""
 MAX_LOAD_ROWS = 10_000
 
 
@@ -103,18 +103,15 @@ class BackupApi:
         try:
             yield {"state": _state_dict(dump.state)}
             count = 0
-            batch: list[Row] = []
-            size = 0
+            batcher: Batcher[Row] = Batcher()
             while rows := await asyncio.to_thread(dump.fetch, FETCH_ROWS):
-                batch.extend(rows)
-                size += sum(len(k) + len(v) for k, v, _ in rows)
-                if len(batch) >= CHUNK_ROWS or size >= CHUNK_BYTES:
-                    count += len(batch)
-                    yield {"rows": batch}
-                    batch, size = [], 0
-            if batch:
-                count += len(batch)
-                yield {"rows": batch}
+                for row in rows:
+                    if (full := batcher.add(row)) is not None:
+                        count += len(full)
+                        yield {"rows": full}
+            if rest := batcher.take():
+                count += len(rest)
+                yield {"rows": rest}
             yield {"end": count}
         finally:
             dump.close()
@@ -141,7 +138,8 @@ class BackupApi:
         return resp
 
     async def _remote_dump(self, node: int, partition: int) -> AsyncGenerator[dict[str, Any], None]:
-        async with self.rpc.stream(node, DUMP_PATH, pack({"partition": partition}), IDLE_TIMEOUT_S) as resp:
+        timeout = aiohttp.ClientTimeout(total=None, connect=1.0, sock_read=IDLE_TIMEOUT_S)
+        async with self.rpc.stream(node, DUMP_PATH, pack({"partition": partition}), timeout) as resp:
             if resp.status != 200:
                 raise PeerUnavailable(f"node {node} answered HTTP {resp.status}")
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=256 << 20)
@@ -157,40 +155,25 @@ class BackupApi:
     async def _open_section(
         self, desc: PartitionDescriptor
     ) -> tuple[int, dict[str, Any], AsyncGenerator[dict[str, Any], None]]:
-        """A dump stream from the partition's leader, found the way the router finds one."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.cfg.request_timeout_s
-        avoid: set[int] = set()
-        reason = "no replica answered"
-        attempt = 0
-        while loop.time() < deadline:
-            target = self.router.pick(desc, avoid)
-            stream = (
-                self._local_dump(desc.id)
-                if target == self.cfg.node_id
-                else self._remote_dump(target, desc.id)
-            )
+        """A dump stream from the partition's leader, found as the router finds one for any request.
+
+        The stream counts as open once its first item (the applied state) has
+        arrived: until then a replica may still answer that it does not lead.
+        """
+
+        async def attempt(
+            current: PartitionDescriptor, target: int, remaining: float
+        ) -> tuple[int, dict[str, Any], AsyncGenerator[dict[str, Any], None]]:
+            local = target == self.cfg.node_id
+            stream = self._local_dump(current.id) if local else self._remote_dump(target, current.id)
             try:
                 first = await anext(stream)
-                return target, first["state"], stream
-            except NotLeaderSignal as s:
-                reason = f"node {target} does not lead partition {desc.id}"
-                avoid.add(target)
-                if s.leader and s.leader != target:
-                    self.router.hints[desc.id] = s.leader
-                    avoid.discard(s.leader)
-            except (NotHereSignal, PeerUnavailable) as exc:
-                reason = f"node {target}: {exc}"
-                avoid.add(target)
-                self.router.hints.pop(desc.id, None)
-            except (RoutingSignal, ApiError) as exc:
-                reason = str(exc)
-            await stream.aclose()
-            if len(avoid) >= len(desc.replicas):
-                avoid.clear()
-            attempt += 1
-            await asyncio.sleep(min(0.02 * 2**attempt, 0.3))
-        raise Unavailable(f"partition {desc.id}: {reason}")
+            except BaseException:
+                await stream.aclose()
+                raise
+            return target, first["state"], stream
+
+        return await self.router.on_leader(lambda: desc, attempt)
 
     async def _write_section(
         self, resp: web.StreamResponse, writer: BackupWriter, pos: int, ephemeral: dict[bytes, int]
@@ -200,7 +183,7 @@ class BackupApi:
         ``ephemeral`` maps lease-bound keys to the version they were bound at:
         those rows are left out (a key written again since, without a lease, is kept).
         """
-        for _ in range(SECTION_ATTEMPTS):
+        for _ in range(LAYOUT_ATTEMPTS):
             desc = self.router.pmap.lookup(pos)
             if desc is None:
                 await self._refresh_map()
@@ -298,7 +281,7 @@ class BackupApi:
         rows = self._parse_rows(await request.read())
         loaded = 0
         pending = rows
-        for _ in range(SECTION_ATTEMPTS):
+        for _ in range(LAYOUT_ATTEMPTS):
             groups: dict[int, list[tuple[bytes, bytes]]] = {}
             for key, value in pending:
                 desc = self.router.pmap.lookup_key(key)

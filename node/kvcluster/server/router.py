@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, PartitionMap, hash_str
 from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
@@ -38,6 +38,7 @@ from .operations import Operation, decode_failure, execute_local
 log = logging.getLogger(__name__)
 
 FORWARD_PATH = "/internal/v1/op"
+T = TypeVar("T")
 
 
 class Router:
@@ -135,27 +136,48 @@ class Router:
     # ---- routing ------------------------------------------------------------------------------------
 
     async def _route(self, op: Operation, locate: Callable[[], PartitionDescriptor | None]) -> dict[str, Any]:
+        async def attempt(desc: PartitionDescriptor, target: int, remaining: float) -> dict[str, Any]:
+            op.partition = desc.id
+            if target == self.cfg.node_id:
+                result = await execute_local(self.host, op, remaining)
+            else:
+                result = await self._forward(target, op, remaining)
+            result["_node"] = target
+            return result
+
+        local_ok = op.op in ("get", "scan") and not op.linearizable
+        return await self.on_leader(locate, attempt, write=op.is_write, local_ok=local_ok)
+
+    async def on_leader(
+        self,
+        locate: Callable[[], PartitionDescriptor | None],
+        attempt: Callable[[PartitionDescriptor, int, float], Awaitable[T]],
+        *,
+        write: bool = False,
+        local_ok: bool = False,
+    ) -> T:
+        """Run ``attempt(descriptor, node, remaining seconds)`` on the partition's leader.
+
+        ``attempt`` raises the routing signals of a replica that cannot serve
+        (not the leader, not here, wrong range, busy) and this loop follows
+        them until the request timeout. It serves a forwarded operation and a
+        backup's partition dump alike.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.request_timeout_s
         avoid: set[int] = set()
         reason = "no replica answered"
-        attempt = 0
+        attempt_no = 0
         while (remaining := deadline - loop.time()) > 0:
             desc = locate()
             if desc is None:
                 reason = "no partition covers the key in this node's map"
-                await asyncio.sleep(min(0.05 * 2**attempt, 0.5, remaining))
-                attempt += 1
+                await asyncio.sleep(min(0.05 * 2**attempt_no, 0.5, remaining))
+                attempt_no += 1
                 continue
-            op.partition = desc.id
-            target = self.pick(desc, avoid, local_ok=op.op in ("get", "scan") and not op.linearizable)
+            target = self._pick(desc, avoid, local_ok=local_ok)
             try:
-                if target == self.cfg.node_id:
-                    result = await execute_local(self.host, op, remaining)
-                else:
-                    result = await self._forward(target, op, remaining)
-                result["_node"] = target
-                return result
+                return await attempt(desc, target, remaining)
             except NotLeaderSignal as s:
                 reason = f"node {target} is not the leader of partition {desc.id}"
                 avoid.add(target)
@@ -178,7 +200,7 @@ class Router:
             except (FrozenSignal, BusySignal) as s:
                 reason = str(s) or type(s).__name__
             except PeerUnavailable as exc:
-                if op.is_write and exc.maybe_delivered:
+                if write and exc.maybe_delivered:
                     raise Timeout(
                         f"lost contact with node {target} after forwarding the write: {exc}"
                     ) from None
@@ -187,13 +209,13 @@ class Router:
                 self.hints.pop(desc.id, None)
             except RoutingSignal as s:
                 reason = str(s)
-            attempt += 1
+            attempt_no += 1
             if len(avoid) >= len(desc.replicas):
                 avoid.clear()
-            await asyncio.sleep(min(0.02 * 2**attempt, 0.3, max(0.0, deadline - loop.time())))
+            await asyncio.sleep(min(0.02 * 2**attempt_no, 0.3, max(0.0, deadline - loop.time())))
         raise Unavailable(f"partition unavailable: {reason}", retry_after=1)
 
-    def pick(self, desc: PartitionDescriptor, avoid: set[int], *, local_ok: bool = False) -> int:
+    def _pick(self, desc: PartitionDescriptor, avoid: set[int], *, local_ok: bool = False) -> int:
         """The node to send an operation to: the leader as far as known.
 
         A stale read (``local_ok``) is served by this node's own replica when it has

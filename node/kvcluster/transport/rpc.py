@@ -43,44 +43,31 @@ class PeerRPC:
             )
         return self._session
 
-    def _target(self, node: int, path: str) -> tuple[str, dict[str, str]]:
-        """The URL of ``path`` on ``node`` and the signed headers of a call to it."""
+    async def call(self, node: int, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        async with self.stream(
+            node, path, body, timeout=aiohttp.ClientTimeout(total=timeout, connect=1.0)
+        ) as resp:
+            return resp.status, await resp.read()
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, node: int, path: str, body: bytes, timeout: aiohttp.ClientTimeout
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed call whose answer is read as it arrives (``call`` reads it whole).
+
+        A partition dump for a backup passes a timeout with no total and a
+        ``sock_read`` bound: it takes as long as the data does, but a peer that
+        goes silent is given up on. Failures while the answer is read raise
+        :class:`PeerUnavailable` too.
+        """
         url = self.urls.get(node)
         if url is None:
             raise PeerUnavailable(f"no address known for node {node}", maybe_delivered=False)
         headers = self.auth.headers(path)
         headers["Content-Type"] = "application/msgpack"
-        return url + path, headers
-
-    async def call(self, node: int, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
-        url, headers = self._target(node, path)
         try:
             async with self._get_session().post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout, connect=1.0),
-            ) as resp:
-                return resp.status, await resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PeerUnavailable(f"node {node}: {exc or type(exc).__name__}") from exc
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self, node: int, path: str, body: bytes, idle_timeout: float
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A call whose answer is read as it arrives (a partition dump for a backup).
-
-        No total deadline: a large partition takes as long as it takes; a peer
-        that sends nothing for ``idle_timeout`` seconds is given up on.
-        """
-        url, headers = self._target(node, path)
-        try:
-            async with self._get_session().post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, connect=1.0, sock_read=idle_timeout),
+                url + path, data=body, headers=headers, timeout=timeout
             ) as resp:
                 yield resp
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
