@@ -14,6 +14,7 @@ from .localcmd import local_command
 from .nodecmd import node_command
 from .reshapecmd import reshape_command
 from .torture import torture_command
+from .watchcmd import watch_command
 
 
 @click.group(context_settings={"auto_envvar_prefix": "KVCLUSTER", "help_option_names": ["-h", "--help"]})
@@ -35,6 +36,7 @@ cli.add_command(torture_command)
 cli.add_command(reshape_command)
 cli.add_command(lease_command)
 cli.add_command(lock_command)
+cli.add_command(watch_command)
 
 
 def main() -> None:

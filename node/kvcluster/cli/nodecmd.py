@@ -13,6 +13,7 @@ import click
 
 from kvcluster.server import NodeConfig, serve
 from kvcluster.storage import Durability
+from kvcluster.storage.history import DEFAULT_KEEP
 from kvcluster.transport import TlsSettings
 
 from . import loops
@@ -102,6 +103,13 @@ def read_secret(path: str | None, value: str | None) -> str | None:
     help="Seconds between leadership rebalancing rounds when no reshape runs (0: off).",
 )
 @click.option(
+    "--watch-history",
+    type=click.IntRange(10),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    help="Revisions of change history each partition keeps, for watches that resume (issue 10).",
+)
+@click.option(
     "--event-loop",
     type=click.Choice(["uvloop", "asyncio"]),
     default="uvloop",
@@ -138,6 +146,7 @@ def node_command(
     request_timeout: float,
     snapshot_entries: int,
     balance_interval: float,
+    watch_history: int,
     event_loop: str,
     log_level: str,
 ) -> None:
@@ -186,6 +195,7 @@ def node_command(
         snapshot_entries=snapshot_entries,
         balance_interval_s=balance_interval,
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
+        watch_history=watch_history,
         tls=tls,
     )
     code = loops.run(serve(cfg), event_loop)

@@ -26,6 +26,7 @@ from .errors import (
     VersionConflict,
 )
 from .sync import SyncClient
+from .watch import Watch, WatchEvent
 
 __all__ = [
     "AsyncClient",
@@ -44,6 +45,8 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "VersionConflict",
+    "Watch",
+    "WatchEvent",
     "decode_item",
     "encode_item",
     "normalise_endpoint",

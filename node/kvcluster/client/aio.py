@@ -54,6 +54,7 @@ from .errors import (
     Unavailable,
     error_from_response,
 )
+from .watch import Watch
 
 Consistency = Literal["linearizable", "stale"]
 
@@ -478,6 +479,22 @@ class AsyncClient:
         return _json(
             await self._call("POST", f"/v1/admin/nodes/{int(node_id)}/forget", body=b"", write=False)
         )
+
+    # ---- watch (issue 10) -----------------------------------------------------------------------
+
+    def watch(
+        self, *, key: Key | None = None, prefix: Key | None = None, start: int | str | None = None
+    ) -> Watch:
+        """Changes of one key or of every key with ``prefix``, as they are applied.
+
+        ``start``: None for changes from now on; a revision ``R`` for every
+        change after ``R`` (in each partition); or a token (``Watch.token``) to
+        resume an earlier watch. The iterator reconnects by itself and yields
+        every change exactly once; a ``compacted`` event says changes were lost
+        to history compaction (re-read the keys). A bad request or token raises
+        :class:`BadRequest`.
+        """
+        return Watch(self, key, prefix, start)
 
     # ---- backup and restore (issue 12) -----------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from .aio import DEFAULT_RETRIES, DEFAULT_TIMEOUT, AsyncClient, Consistency
 from .codec import Item, Key, Page
+from .watch import Watch, WatchEvent
 
 T = TypeVar("T")
 
@@ -115,6 +116,12 @@ class SyncClient:
             page = self.scan(prefix, limit=page_size, consistency=consistency, cursor=page.next)
             yield page
 
+    def watch(
+        self, *, key: Key | None = None, prefix: Key | None = None, start: int | str | None = None
+    ) -> SyncWatch:
+        """See :meth:`AsyncClient.watch`; iterating blocks until the next change. ``close()`` to stop."""
+        return SyncWatch(self, self._client.watch(key=key, prefix=prefix, start=start))
+
     def cluster(self) -> dict[str, Any]:
         """See :meth:`AsyncClient.cluster`."""
         return self._run(self._client.cluster())
@@ -170,4 +177,39 @@ class SyncClient:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.close()
+
+
+class SyncWatch:
+    """The blocking face of :class:`~kvcluster.client.watch.Watch`; ``token`` is where it stands."""
+
+    def __init__(self, client: SyncClient, watch: Watch) -> None:
+        self._client = client
+        self._watch = watch
+        self._closed = False
+
+    @property
+    def token(self) -> str | None:
+        return self._watch.token
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        if self._closed:
+            raise StopIteration
+        try:
+            return self._client._run(anext(self._watch))
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        if not self._closed and not self._client._closed:
+            self._closed = True
+            self._client._run(self._watch.aclose())
+
+    def __enter__(self) -> SyncWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvcluster.storage import Durability
+from kvcluster.storage.history import DEFAULT_KEEP
 from kvcluster.transport import TlsSettings
 
 
@@ -37,6 +38,8 @@ class NodeConfig:
     """How often the meta leader evens out leaderships when no reshape runs (0: never)."""
     snapshot_keep: int = 1_000
     """Entries kept after compaction for followers that are only slightly behind."""
+    watch_history: int = DEFAULT_KEEP
+    """Revisions of change history each partition keeps for watches that resume."""
     tls: TlsSettings = field(default_factory=TlsSettings)
     tls_reload_s: float = 2.0
     """How often the certificate files are checked for a rotation."""

@@ -55,6 +55,7 @@ from kvcluster.storage import (
 )
 from kvcluster.storage import commands as cmd_codec
 from kvcluster.storage.dump import PartitionDump
+from kvcluster.storage.history import Event, KeyFilter
 from kvcluster.transport import Frame, PeerLinks, PeerRPC, PeerUnavailable, pack
 from kvcluster.transport.codec import message_to_wire
 
@@ -101,6 +102,9 @@ class RaftHost:
         self.descriptor_listeners: list[Callable[[PartitionDescriptor], None]] = []
         self.fatal: BaseException | None = None
         self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        """Set (and replaced) after every turn that applied entries: what watch reads wait on."""
+        self._changes_ended = False
         self._pending_create: list[tuple[NewReplica, Message]] = []
         self._creating: set[int] = set()
         """Partitions whose creation from a snapshot is queued or being written: already "here"."""
@@ -374,6 +378,9 @@ class RaftHost:
                 r.removed = True
                 self._pending_destroy.append((r.partition, r.state.descriptor.epoch))
                 self.wake()
+        if result.applied or result.installed:
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
         for rec in result.created:
             if rec.applied.partition not in self.replicas:
                 child = self._add_replica(rec)
@@ -588,6 +595,46 @@ class RaftHost:
         except sqlite3.DatabaseError as exc:
             self._fail(exc)
             raise Unavailable("node failed: storage error") from None
+
+    def end_changes(self) -> None:
+        """Answer every waiting watch read now: the node is stopping (see ``changes``)."""
+        self._changes_ended = True
+        self._changed.set()
+
+    async def changes(
+        self, partition: int, start: int, end: int, after: int, keys: KeyFilter, limit: int, wait: float
+    ) -> tuple[AppliedState, list[Event]]:
+        """The leader's changes at hashes [start, end) after revision ``after`` (a watch's read).
+
+        Waits up to ``wait`` seconds for one to be applied. Answers at once
+        with no changes when there is nothing to wait for: ``after`` is below
+        the history floor (compacted), negative ("from now"), or the partition
+        no longer reaches ``end`` (it split: the caller splits its segment; the
+        changes are those of the partition's part only).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            self._leader_replica(partition)  # the freshest replica; a deposed one would stall the watch
+            changed = self._changed
+            got = self._read_store(lambda: self.store.history(partition, start, end, after, keys, limit))
+            if got is None:
+                raise NotHereSignal(f"partition {partition} left this node")
+            state, events = got
+            rng = state.descriptor.range
+            if not rng.contains(start):
+                raise WrongRangeSignal([state.descriptor])
+            remaining = deadline - loop.time()
+            if (
+                events
+                or after < state.history_floor
+                or rng.end < end
+                or remaining <= 0
+                or self._changes_ended
+            ):
+                return state, events
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
 
     # ---- reshaping (issue 4): run on the partition's leader ---------------------------------------
 

@@ -56,6 +56,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/kv"): "list",
     ("GET", "/v1/routing"): "routing",
     ("GET", "/v1/cluster"): "cluster",
+    ("GET", "/v1/watch"): "watch",
 }
 ADMIN_PREFIX = "/v1/admin"
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"})
@@ -63,7 +64,7 @@ RESHAPE_STATES = ("idle", "running", "done", "failed")
 
 
 def operation(method: str, route: str) -> str:
-    """The `op` label of a request: put, get, delete, list, routing, cluster, admin or other."""
+    """The `op` label of a request: put, get, delete, list, routing, cluster, watch, admin or other."""
     op = OPERATIONS.get((method, route))
     if op is not None:
         return op
@@ -121,6 +122,7 @@ class NodeMetrics:
         # Set by the host after every turn of its loop.
         self.replicas = Gauge("kvcluster_replicas", "Replicas hosted by this node", registry=r)
         self.leaders = Gauge("kvcluster_leaders", "Partitions this node leads", registry=r)
+        self.watch_streams = Gauge("kvcluster_watch_streams", "Watch streams this node serves", registry=r)
         self.start_time = Gauge(
             "kvcluster_node_start_time_seconds",
             "When this node process started, in seconds since the epoch (changes reveal restarts)",

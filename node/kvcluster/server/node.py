@@ -46,6 +46,7 @@ from .metrics import NodeMetrics
 from .operations import Operation, encode_failure, execute_local
 from .reshape import Reshaper
 from .router import FORWARD_PATH, Router
+from .watch import WatchApi
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Node:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.metrics = NodeMetrics()
-        self.store = Store(cfg.data_dir, cfg.durability)
+        self.store = Store(cfg.data_dir, cfg.durability, cfg.watch_history)
         self.auth = PeerAuth(cfg.node_id, cfg.cluster_secret)
         self.tls = TlsContexts(cfg.tls)
         self.tls_reloader = TlsReloader(self.tls, cfg.tls_reload_s)
@@ -74,6 +75,8 @@ class Node:
         self.reshaper = Reshaper(cfg, self.host, self.router, self.local_status)
         self.admin = AdminApi(self.reshaper)
         self.mapsync = MapSync(cfg, self.host, self.router, self.links, self.rpc)
+        self.watch = WatchApi(cfg, self.host, self.router, self.rpc)
+        self.metrics.watch_streams.set_function(lambda: len(self.watch.streams))
         self.failed = asyncio.Event()
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
@@ -166,6 +169,7 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful shutdown: hand leadership over, finish in-flight requests, close."""
+        await self.watch.close()
         await self.tls_reloader.stop()
         await self.reshaper.stop()
         await self.lease_keeper.stop()
@@ -193,6 +197,7 @@ class Node:
         app.add_routes(LeaseApi(self.router).routes())
         backups = BackupApi(self.cfg, self.host, self.router, self.rpc, self.reshaper)
         app.add_routes([*backups.routes(), *backups.internal_routes()])
+        app.add_routes([*self.watch.routes(), *self.watch.internal_routes()])
         app.add_routes([*statuspage.routes(), *openapi.routes()])
         app.add_routes(
             [

@@ -188,6 +188,31 @@ def document() -> dict[str, Any]:
                 ],
             )
         },
+        "/v1/watch": {
+            "get": _op(
+                "Stream the changes of a key or a prefix (newline-delimited JSON, resumable)",
+                {
+                    "200": {
+                        "description": "One JSON object per line: put/delete/expire events "
+                        '({"type", "key", "value", "encoding", "version", "revision"}), '
+                        '{"type": "progress", "token"} after each batch and every 5 s while idle, '
+                        '{"type": "compacted", "revision"} when the history asked for is gone',
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error("Neither or both of key and prefix, or a bad from"),
+                    "413": _error("key or prefix over the key limit"),
+                },
+                parameters=[
+                    _query("key", "Watch exactly this key (percent-encoded bytes)", {"type": "string"}),
+                    _query("prefix", "Watch every key with this prefix (may be empty)", {"type": "string"}),
+                    _query(
+                        "from",
+                        "Every change after this revision, or after a progress token; default: from now",
+                        {"type": "string"},
+                    ),
+                ],
+            )
+        },
         "/v1/leases": {
             "post": _op(
                 "Grant a lease",

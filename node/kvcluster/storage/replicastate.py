@@ -31,6 +31,8 @@ class AppliedState:
     """A partition about to be merged into its left neighbour refuses writes."""
     meta: dict[str, Any] | None = None
     """Only the meta group: the partition map and reshape jobs (issue 4)."""
+    history_floor: int = 0
+    """The watch history of this range holds every change after this revision (history.py)."""
 
     @property
     def conf(self) -> ConfState:

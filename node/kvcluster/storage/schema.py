@@ -33,6 +33,17 @@ def to_db_hash(h: int) -> int:
     return h - HASH_OFFSET
 
 
+def prefix_upper_bound(prefix: bytes) -> bytes | None:
+    """Smallest byte string greater than every string starting with ``prefix``."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return None
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     db = sqlite_utils.Database(conn)
     db.table("node").create({"key": str, "value": str}, pk="key", not_null=["value"], if_not_exists=True)
@@ -82,6 +93,14 @@ def create_schema(conn: sqlite3.Connection) -> None:
         {"partition": int, "epoch": int}, pk="partition", not_null=["epoch"], if_not_exists=True
     )
     db.table("kv").create_index(["hash"], index_name="kv_hash", if_not_exists=True)
+    # The watch history (history.py): a rowid table, as values may be large, indexed by
+    # (revision, hash) because reads scan forward from a revision. Added without a version
+    # bump: an older database simply gains the table (and a history that starts now).
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS history (revision INTEGER NOT NULL, hash INTEGER NOT NULL, "
+        "key BLOB NOT NULL, change INTEGER NOT NULL, value BLOB)"
+    )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS history_revision ON history(revision, hash)")
     conn.execute(
         "INSERT OR IGNORE INTO node(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
     )

@@ -2,7 +2,9 @@
 
 There is no separate snapshot file: the key-value table *is* the state, so a
 snapshot is cut on demand from it, at the applied index, inside one read of
-the writer connection (nothing changes underneath it).
+the writer connection (nothing changes underneath it). It also carries the
+recent watch history of its range (``history.SNAPSHOT_HISTORY`` revisions), so
+that a new replica can serve watchers that are nearly current.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import msgpack
 from kvcluster.keyspace import PartitionDescriptor, key_hash
 from kvcluster.raft import ConfState, SnapshotMeta
 
+from . import history
 from .replicastate import AppliedState
 from .schema import to_db_hash
 from .statemachine import delete_range_rows, load_applied, save_applied
@@ -34,6 +37,7 @@ def export_snapshot(conn: sqlite3.Connection, partition: int) -> tuple[SnapshotM
             (to_db_hash(rng.start), to_db_hash(rng.end - 1)),
         )
         rows = [[bytes(k), bytes(v), int(ver)] for k, v, ver in cur]
+    floor = max(state.history_floor, state.revision - history.SNAPSHOT_HISTORY)
     body = {
         "format": FORMAT,
         "descriptor": state.descriptor.to_dict(),
@@ -41,6 +45,8 @@ def export_snapshot(conn: sqlite3.Connection, partition: int) -> tuple[SnapshotM
         "frozen": state.frozen,
         "meta": state.meta,
         "rows": rows,
+        "history_floor": floor,
+        "history": history.export_rows(conn, rng, floor),
     }
     meta = SnapshotMeta(state.applied_index, state.applied_term, state.conf)
     data: bytes = msgpack.packb(body, use_bin_type=True)
@@ -68,19 +74,27 @@ def install_snapshot(
     old = load_applied(conn, partition)
     if old is not None:
         delete_range_rows(conn, old.descriptor)
+        history.drop_range(conn, old.descriptor.range)
     delete_range_rows(conn, desc)
+    history.drop_range(conn, desc.range)
     conn.executemany(
         "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)",
         ((k, to_db_hash(key_hash(k)), v, ver) for k, v, ver in body["rows"]),
     )
+    history.record(
+        conn,
+        ((rev, to_db_hash(key_hash(k)), k, change, v) for rev, k, change, v in body.get("history", ())),
+    )
+    revision = int(body["revision"])
     state = AppliedState(
         partition=partition,
         descriptor=desc,
-        revision=int(body["revision"]),
+        revision=revision,
         applied_index=meta.index,
         applied_term=meta.term,
         frozen=bool(body.get("frozen", False)),
         meta=body.get("meta"),
+        history_floor=int(body.get("history_floor", revision)),  # a snapshot without history: none here
     )
     if ConfState.of(desc.voters, desc.learners) != meta.conf:
         raise ValueError("snapshot descriptor and membership disagree")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from kvcluster.keyspace import PartitionDescriptor, key_hash, merge_descriptors, split_descriptor
 from kvcluster.raft import ConfChange, Entry, EntryKind
 
-from . import commands
+from . import commands, history
 from .commands import Delete, Expire, Freeze, Load, Merge, MetaCommand, Outcome, Put, Split, Unfreeze
 from .metastate import apply_meta
 from .replicastate import INITIAL_INDEX, INITIAL_TERM, AppliedState
@@ -66,11 +66,13 @@ def load_applied(conn: sqlite3.Connection, partition: int) -> AppliedState | Non
         applied_term=int(row[3]),
         frozen=bool(extra.get("frozen", False)),
         meta=extra.get("meta"),
+        # A database written before the watch history existed has none of the past revisions.
+        history_floor=int(extra.get("floor", row[1])),
     )
 
 
 def save_applied(conn: sqlite3.Connection, state: AppliedState) -> None:
-    extra = {"frozen": state.frozen, "meta": state.meta}
+    extra = {"frozen": state.frozen, "meta": state.meta, "floor": state.history_floor}
     conn.execute(
         "UPDATE replica SET applied_index = ?, applied_term = ?, descriptor = ?, voters = ?, learners = ?, "
         "revision = ?, state = ? WHERE partition = ?",
@@ -112,6 +114,7 @@ def delete_replica(conn: sqlite3.Connection, partition: int, epoch: int, *, drop
         state = load_applied(conn, partition)
         if state is not None:
             delete_range_rows(conn, state.descriptor)
+            history.drop_range(conn, state.descriptor.range)
     conn.execute("DELETE FROM replica WHERE partition = ?", (partition,))
     conn.execute("DELETE FROM raft_log WHERE partition = ?", (partition,))
     conn.execute("INSERT OR REPLACE INTO tombstone(partition, epoch) VALUES (?, ?)", (partition, epoch))
@@ -129,8 +132,11 @@ def delete_range_rows(conn: sqlite3.Connection, desc: PartitionDescriptor) -> No
 class StateMachine:
     """Applies one replica's committed entries on the writer connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, history_keep: int = history.DEFAULT_KEEP) -> None:
         self.conn = conn
+        self.history_keep = history_keep
+        self._changes: list[history.Row] = []
+        """History rows of the entries being applied, written in one statement at the end."""
 
     def apply(self, state: AppliedState, entries: list[Entry]) -> ApplyResult:
         """Apply ``entries`` in order; the state is rebuilt once per run of writes, not per entry.
@@ -140,6 +146,7 @@ class StateMachine:
         any other command (which may read or change the descriptor) and at the end.
         """
         result = ApplyResult(state)
+        self._changes = []
         index, term, revision = state.applied_index, state.applied_term, state.revision
         for entry in entries:
             if entry.index <= index:
@@ -168,9 +175,20 @@ class StateMachine:
             )
         if (index, revision) != (result.state.applied_index, result.state.revision):
             result.state = result.state.advanced(index, term, revision=revision)
+        if self._changes:
+            history.record(self.conn, self._changes)
+            self._changes = []
+            result.state = self._compact_history(result.state)
         if entries:
             save_applied(self.conn, result.state)
         return result
+
+    def _compact_history(self, state: AppliedState) -> AppliedState:
+        floor = history.compaction_point(state.revision, state.history_floor, self.history_keep)
+        if floor is None:
+            return state
+        history.drop_range(self.conn, state.descriptor.range, upto=floor)
+        return replace(state, history_floor=floor)
 
     def _apply_command(self, result: ApplyResult, cmd: commands.Command, entry: Entry) -> Outcome:
         state = result.state
@@ -191,6 +209,7 @@ class StateMachine:
                         revision=state.revision,
                         applied_index=INITIAL_INDEX,
                         applied_term=INITIAL_TERM,
+                        history_floor=state.history_floor,  # the history of its range is already here
                     )
                     insert_replica(
                         self.conn, child, term=INITIAL_TERM, snap_index=INITIAL_INDEX, snap_term=INITIAL_TERM
@@ -241,12 +260,16 @@ class StateMachine:
                     return Outcome(code="not_found"), revision
                 revision += 1
                 self.conn.execute("DELETE FROM kv WHERE key = ?", (cmd.key,))
+                change = history.Change.DELETE if isinstance(cmd, Delete) else history.Change.EXPIRE
+                self._changes.append((revision, to_db_hash(h), cmd.key, int(change), None))
                 return Outcome(version=revision), revision
         revision += 1
+        db_hash = to_db_hash(h)
         self.conn.execute(
             "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)",
-            (cmd.key, to_db_hash(h), cmd.value, revision),
+            (cmd.key, db_hash, cmd.value, revision),
         )
+        self._changes.append((revision, db_hash, cmd.key, int(history.Change.PUT), cmd.value))
         return Outcome(version=revision), revision
 
     def _apply_load(self, result: ApplyResult, rows: tuple[tuple[bytes, bytes], ...]) -> Outcome:
@@ -263,6 +286,7 @@ class StateMachine:
                 continue
             revision += 1
             params.append((key, to_db_hash(h), value, revision))
+            self._changes.append((revision, to_db_hash(h), key, int(history.Change.PUT), value))
         self.conn.executemany(
             "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)", params
         )
@@ -309,6 +333,7 @@ class StateMachine:
             state.applied_term,
             descriptor=merged,
             revision=max(state.revision, right.revision),
+            history_floor=max(state.history_floor, right.history_floor),
         )
         delete_replica(self.conn, cmd.right, right.descriptor.epoch, drop_data=False)
         result.destroyed.append(cmd.right)

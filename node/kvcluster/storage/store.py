@@ -24,8 +24,9 @@ from typing import Any
 from kvcluster.keyspace import KeyRange, PartitionDescriptor
 from kvcluster.raft import Entry, EntryKind, HardState, SnapshotMeta
 
+from . import history
 from .replicastate import AppliedState, ReplicaRecord
-from .schema import Durability, connect, create_schema, to_db_hash
+from .schema import Durability, connect, create_schema, prefix_upper_bound, to_db_hash
 from .snapshots import export_snapshot, install_snapshot
 from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
 
@@ -107,7 +108,12 @@ class BatchResult:
 
 
 class Store:
-    def __init__(self, data_dir: Path, durability: Durability = Durability.FSYNC) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        durability: Durability = Durability.FSYNC,
+        history_keep: int = history.DEFAULT_KEEP,
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "kv.db"
         self.durability = durability
@@ -119,7 +125,7 @@ class Store:
         self._writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._reader = connect(self.path, durability)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
-        self._sm = StateMachine(self._writer)
+        self._sm = StateMachine(self._writer, history_keep)
         self._states: dict[int, AppliedState] = {}
         self._synchronous_full = durability == Durability.FSYNC
         self.synced_batches = 0
@@ -289,13 +295,43 @@ class Store:
         lo = max(prefix, start)
         sql = "SELECT key, value, version FROM kv WHERE key >= ? AND hash >= ? AND hash <= ?"
         args: list[Any] = [lo, to_db_hash(rng.start), to_db_hash(rng.end - 1)]
-        upper = _prefix_upper_bound(prefix)
+        upper = prefix_upper_bound(prefix)
         if upper is not None:
             sql += " AND key < ?"
             args.append(upper)
         sql += " ORDER BY key LIMIT ?"
         args.append(limit)
         return [(bytes(k), bytes(v), int(ver)) for k, v, ver in self._reader.execute(sql, args)]
+
+    def history(
+        self, partition: int, start: int, end: int, after: int, keys: history.KeyFilter, limit: int
+    ) -> tuple[AppliedState, list[history.Event]] | None:
+        """A replica's applied state and its changes at hashes [start, end) after ``after``, up to it.
+
+        ``end`` is clipped to the replica's range; nothing is read when the range
+        does not hold ``start``.
+
+        One read transaction, so the changes are exactly those up to the
+        revision returned (later commits are not half in it) and a compaction
+        cannot slip between checking the floor and reading. None when the
+        replica is gone; no changes when ``after`` is below the floor (the
+        caller compares).
+        """
+        conn = self._reader
+        conn.execute("BEGIN")
+        try:
+            state = load_applied(conn, partition)
+            if state is None:
+                return None
+            rng = state.descriptor.range
+            if after < state.history_floor or not rng.contains(start):
+                return state, []
+            # Clipped to the range inside this transaction: past its end, hashes belong to
+            # another partition, whose revisions are not comparable with this one's.
+            end = min(end, rng.end)
+            return state, history.read(conn, start, end, after, state.revision, keys, limit)
+        finally:
+            conn.execute("COMMIT")
 
     def stats(self) -> dict[str, int]:
         keys = self._reader.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
@@ -332,17 +368,6 @@ class _transaction:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
-
-
-def _prefix_upper_bound(prefix: bytes) -> bytes | None:
-    """Smallest byte string greater than every string starting with ``prefix``."""
-    p = bytearray(prefix)
-    while p:
-        if p[-1] < 0xFF:
-            p[-1] += 1
-            return bytes(p)
-        p.pop()
-    return None
 
 
 def _check_contiguous(partition: int, snap_index: int, entries: list[Entry]) -> None:
