@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -318,3 +319,45 @@ def test_cli_watch_prints_changes(make_cluster: ClusterFactory) -> None:
     # Where the watch stood when it stopped: at most the start (the events after it come again).
     resume = out.stderr.split("resume with: --from ")[1].split()[0]
     assert resume == "0" or resume.startswith("1.")
+
+
+async def test_a_watcher_that_stops_reading_is_cut_off_and_writes_go_on(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(nodes=3, partitions=2, replicas=3, node_args=["--watch-stall-timeout", "2"])
+    host, port = cluster.urls()[0].removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /v1/watch?prefix=big/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        async with AsyncClient(cluster.urls()[1:]) as kv:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+
+            async def put_until_stopped() -> int:
+                puts = 0
+                while not stop.is_set():  # 512 KB events the watcher does not read
+                    await kv.put(f"big/{puts % 10}", b"x" * (512 << 10))
+                    puts += 1
+                return puts
+
+            puts = loop.create_task(put_until_stopped())
+            deadline = loop.time() + 90
+            while "kvcluster_watch_cut_off_total 1.0" not in await kv.metrics(cluster.urls()[0]):
+                assert loop.time() < deadline, "the stalled watch was never cut off"
+                await asyncio.sleep(0.1)
+            # Cut off: what it reads now ends where the node dropped the connection.
+            data = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+                    data += chunk
+            stop.set()
+            assert await asyncio.wait_for(puts, 30) >= 10  # the writes went on while the watcher stalled
+        assert data.startswith(b"HTTP/1.1 200 OK")
+        assert b"big/" in data and '"type":"put"' in data.decode(errors="replace")
+        async with AsyncClient(cluster.urls()[0]) as kv:
+            assert "kvcluster_watch_streams 0.0" in await kv.metrics()
+    finally:
+        writer.close()

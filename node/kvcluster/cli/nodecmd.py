@@ -110,6 +110,13 @@ def read_secret(path: str | None, value: str | None) -> str | None:
     help="Revisions of change history each partition keeps, for watches that resume (issue 10).",
 )
 @click.option(
+    "--watch-stall-timeout",
+    type=click.FloatRange(0.5),
+    default=30.0,
+    show_default=True,
+    help="Seconds a watcher may leave its stream unread before it is cut off.",
+)
+@click.option(
     "--event-loop",
     type=click.Choice(["uvloop", "asyncio"]),
     default="uvloop",
@@ -147,6 +154,7 @@ def node_command(
     snapshot_entries: int,
     balance_interval: float,
     watch_history: int,
+    watch_stall_timeout: float,
     event_loop: str,
     log_level: str,
 ) -> None:
@@ -196,6 +204,7 @@ def node_command(
         balance_interval_s=balance_interval,
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
         watch_history=watch_history,
+        watch_stall_s=watch_stall_timeout,
         tls=tls,
     )
     code = loops.run(serve(cfg), event_loop)

@@ -149,8 +149,6 @@ class Watch:
                 if kind == "progress":
                     self.token = str(raw["token"])
                     self._seen.clear()  # everything before the token is behind us for good
-                elif kind == "cancelled":
-                    return  # the server cut this stream off: reconnect from the token
                 elif kind in CHANGES or kind == "compacted":
                     event = decode_event(raw)
                     if kind != "compacted":

@@ -40,6 +40,8 @@ class NodeConfig:
     """Entries kept after compaction for followers that are only slightly behind."""
     watch_history: int = DEFAULT_KEEP
     """Revisions of change history each partition keeps for watches that resume."""
+    watch_stall_s: float = 30.0
+    """A watcher whose connection takes no data for this long is cut off."""
     tls: TlsSettings = field(default_factory=TlsSettings)
     tls_reload_s: float = 2.0
     """How often the certificate files are checked for a rotation."""

@@ -116,6 +116,9 @@ class NodeMetrics:
         self.snapshots_installed = Counter(
             "kvcluster_raft_snapshots_installed", "Snapshots installed", registry=r
         )
+        self.watch_cut_off = Counter(
+            "kvcluster_watch_cut_off", "Watchers cut off for leaving their stream unread", registry=r
+        )
         self.leader_changes = Counter(
             "kvcluster_raft_leader_changes", "Leadership changes observed", registry=r
         )

@@ -75,7 +75,7 @@ class Node:
         self.reshaper = Reshaper(cfg, self.host, self.router, self.local_status)
         self.admin = AdminApi(self.reshaper)
         self.mapsync = MapSync(cfg, self.host, self.router, self.links, self.rpc)
-        self.watch = WatchApi(cfg, self.host, self.router, self.rpc)
+        self.watch = WatchApi(cfg, self.host, self.router, self.rpc, self.metrics)
         self.metrics.watch_streams.set_function(lambda: len(self.watch.streams))
         self.failed = asyncio.Event()
         self.started_at = time.time()

@@ -16,11 +16,12 @@ and ``client`` skips them by revision). A split shows up as an answer whose
 partition ends before the segment does: the segment is cut there and a new
 reader covers the rest, from the same revision. A merge needs nothing.
 
-Nothing is buffered per watcher beyond one answer per segment: a reader asks
-again only after its last answer was written. A slow watcher therefore costs
-writers nothing; it lags, and if it lags past the retained history it is told
-``compacted``. A watcher that stops reading altogether is cut off after
-``STALL_S`` with a ``cancelled`` line.
+Nothing is buffered per watcher beyond two answers per segment (the one being
+written, and the next read, which waits for that write to finish before it is
+taken). A slow watcher therefore costs writers nothing; it lags, and if it
+lags past the retained history it is told ``compacted``. A watcher that
+stops reading altogether is cut off after ``--watch-stall-timeout`` (its
+connection is dropped; its client resumes from the last token it read).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .api import encode_item, raw_query
 from .config import NodeConfig
 from .errors import ApiError, BadRequest, RoutingSignal, TooLarge, Unavailable
 from .host import RaftHost
+from .metrics import NodeMetrics
 from .operations import decode_failure, encode_failure
 from .router import Router
 from .watchtoken import NOW, Segment, TokenError, decode, encode
@@ -52,8 +54,6 @@ POLL_S = 3.0
 """How long a leader holds a history read open waiting for a change."""
 KEEPALIVE_S = 5.0
 """An idle stream writes a ``progress`` line this often (a keep-alive that also carries the token)."""
-STALL_S = 30.0
-"""A watcher whose socket takes no data for this long is cut off."""
 READ_LIMIT = 1000
 """Events per history read."""
 RETRY_S = 1.0
@@ -72,8 +72,11 @@ def event_line(ev: Event) -> dict[str, Any]:
 
 
 class WatchApi:
-    def __init__(self, cfg: NodeConfig, host: RaftHost, router: Router, rpc: PeerRPC) -> None:
+    def __init__(
+        self, cfg: NodeConfig, host: RaftHost, router: Router, rpc: PeerRPC, metrics: NodeMetrics
+    ) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.host = host
         self.router = router
         self.rpc = rpc
@@ -230,16 +233,27 @@ class _Stream:
 
     async def _write(self, lines: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
+        stall = self.api.cfg.watch_stall_s
         try:
-            await asyncio.wait_for(self.resp.write(data), STALL_S)
+            await asyncio.wait_for(self.resp.write(data), stall)
         except TimeoutError:
-            log.info("cutting off a watcher that has not read for %.0f s", STALL_S)
-            if self.transport is not None:  # queued behind what it has not read: it sees why, if ever
-                with contextlib.suppress(Exception):
-                    self.transport.write(b'{"type":"cancelled","reason":"the watcher stopped reading"}\n')
-                    self.transport.close()
+            log.info("cutting off a watcher that has not read for %.0f s", stall)
+            self.api.metrics.watch_cut_off.inc()
+            self._cut_off()
             raise ConnectionResetError("slow watcher") from None
         self.last_write = asyncio.get_running_loop().time()
+
+    def _cut_off(self) -> None:
+        """Drop the connection of a watcher that stopped reading.
+
+        No last line can tell it why: the bytes it has not read are in the way,
+        and keeping them until it reads would be the unbounded buffer this
+        avoids. Nothing is lost: its client resumes from the last token it
+        read (``client.Watch`` does so by itself), and the cut is logged and
+        counted (``kvcluster_watch_cut_off_total``).
+        """
+        if self.transport is not None:
+            self.transport.abort()
 
     def _progress(self) -> dict[str, Any]:
         return {"type": "progress", "token": encode(self.segments)}
