@@ -10,6 +10,8 @@ import pytest
 from aiohttp import web
 
 from kvcluster.client import AsyncClient, BadRequest, SyncClient, WatchEvent
+from kvcluster.client.watchtoken import Segment, encode
+from kvcluster.keyspace import HASH_SPACE, key_hash
 
 from .conftest import NodeCluster
 
@@ -105,3 +107,33 @@ def test_sync_watch_on_a_real_cluster(cluster: NodeCluster, prefix: bytes) -> No
             (prefix + f"{i}".encode(), v) for i, v in enumerate(versions)
         )
         assert (live.type, live.key, live.value, live.revision) == ("put", prefix + b"0", b"y", later)
+
+
+async def test_a_token_that_does_not_cover_a_change_yet_keeps_it_remembered(stub_server: Start) -> None:
+    """After a resume, the first tokens may stand at the old position in partitions not heard from yet."""
+    ha, hb = key_hash(b"a"), key_hash(b"b")
+    cut = (ha + hb) // 2 + 1  # a and b in different segments
+    low, high = ("a", "b") if ha < hb else ("b", "a")
+
+    def token(low_rev: int, high_rev: int) -> str:
+        return encode([Segment(0, cut, low_rev), Segment(cut, HASH_SPACE, high_rev)])
+
+    revs = {"a": 5, "b": 7}
+    t0 = token(0, 0)
+    t1 = token(revs[low], 0)  # covers the low key's change only
+    t2 = token(revs[low], revs[high])
+
+    async def first(request: web.Request) -> web.StreamResponse:
+        return await stream(request, [{"type": "progress", "token": t0}, put("a", 5), put("b", 7)])
+
+    async def second(request: web.Request) -> web.StreamResponse:
+        assert request.query["from"] == t0
+        lines = [put(low, revs[low]), {"type": "progress", "token": t1}, put(high, revs[high])]
+        return await stream(request, [*lines, {"type": "progress", "token": t2}, put("a", 9)])
+
+    urls = [await stub_server(first), await stub_server(second)]
+    async with AsyncClient(urls) as kv:
+        watch = kv.watch(prefix="")
+        got = [await anext(watch) for _ in range(3)]
+        await watch.aclose()
+    assert [(e.key, e.revision) for e in got] == [(b"a", 5), (b"b", 7), (b"a", 9)]

@@ -117,7 +117,8 @@ def print_node_failures(cluster_dir: Path, lines_after: int = 40) -> None:
 
 
 def assert_clean(summary: Summary) -> None:
-    """Linearizable, nothing acknowledged lost, no store misbehaviour, no harness error."""
+    """Linearizable, nothing acknowledged lost, no store misbehaviour, no harness error, the
+    lease and watch checks passed."""
     details = {
         "status": summary.status,
         "verdict": summary.verdict,
@@ -137,6 +138,12 @@ def assert_clean(summary: Summary) -> None:
     leases = summary.leases
     assert leases.get("ok") and not leases.get("violations"), leases
     assert leases["episodes"] >= 2 and leases["checked_reads"] >= 5, f"too few lease episodes: {leases}"
+    # Watch streams open through the same faults: every acknowledged write delivered once, in order,
+    # nothing that was not written, no lease-bound key readable once its expiry was delivered.
+    watch = summary.watch
+    assert watch.get("ok") and not watch.get("violations") and watch.get("complete"), watch
+    assert watch["events"] > 100 and watch["acknowledged"] > 100, f"too few watch events: {watch}"
+    assert watch["reconnects"] >= 1, watch  # at least across the full restart
 
 
 def faults(summary: Summary, kind: str) -> list[dict[str, Any]]:

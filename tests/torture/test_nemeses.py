@@ -29,6 +29,8 @@ def test_crash(torture: Torture, tmp_path: Path) -> None:
     # The saved run replays through the checker to the same verdict.
     again = replay(tmp_path / "run", budget=30.0)
     assert (again.verdict, again.lost, again.exit_code) == ("ok", 0, 0)
+    # ...and so do its watch events (watch.jsonl), to the same counts.
+    assert again.watch.get("ok") and again.watch["events"] == summary.watch["events"], again.watch
 
 
 def test_pause(torture: Torture) -> None:

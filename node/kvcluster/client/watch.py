@@ -8,7 +8,11 @@ endpoint with the last token it read. The server sends again every change
 after that token, which includes the ones this iterator already yielded
 since; those are skipped by revision (a key's changes come in increasing
 revision order, so "already seen" is "revision not above the last one seen
-for this key since the token"). So each change is yielded exactly once.
+for this key"). A key is forgotten once a token covers its last change: the
+token's segment holding the key's hash stands at or past that revision. (Not
+at every token: after a resume the first tokens may still stand at the old
+position in partitions that have not answered yet.) So each change is
+yielded exactly once, and the memory kept is the changes not yet covered.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from yarl import URL
 
+from kvcluster.keyspace import HASH_SPACE, key_hash
+
+from . import watchtoken
 from .codec import Key, quote_bytes, to_bytes
 from .errors import KVError, error_from_response
 
@@ -82,11 +90,14 @@ class Watch:
         if isinstance(start, int) and (isinstance(start, bool) or start < 0):
             raise ValueError("start must be a revision >= 0 or a token")
         self.client = client
-        self.query = (
-            f"key={quote_bytes(to_bytes(key))}"
-            if key is not None
-            else f"prefix={quote_bytes(to_bytes(prefix or b''))}"
-        )
+        self._range = (0, HASH_SPACE)
+        """The hash range the watch covers, which its tokens tile."""
+        if key is not None:
+            self.query = f"key={quote_bytes(to_bytes(key))}"
+            h = key_hash(to_bytes(key))
+            self._range = (h, h + 1)
+        else:
+            self.query = f"prefix={quote_bytes(to_bytes(prefix or b''))}"
         self.token: str | None = None if start is None else str(start)
         self.reconnects = 0
         self._seen: dict[bytes, int] = {}
@@ -100,6 +111,18 @@ class Watch:
 
     async def aclose(self) -> None:
         await self._events.aclose()
+
+    def _forget_covered(self) -> None:
+        assert self.token is not None
+        try:
+            segments = watchtoken.decode(self.token, *self._range)
+        except watchtoken.TokenError:
+            return  # not one this client can read: keep remembering, which is always safe
+        starts = [seg.start for seg in segments]
+        for key, revision in list(self._seen.items()):
+            seg = segments[bisect.bisect_right(starts, key_hash(key)) - 1]
+            if seg.revision >= revision:
+                del self._seen[key]
 
     def _url(self, endpoint: str) -> URL:
         query = self.query + (f"&from={quote_bytes(self.token.encode())}" if self.token else "")
@@ -148,7 +171,7 @@ class Watch:
                 kind = raw.get("type")
                 if kind == "progress":
                     self.token = str(raw["token"])
-                    self._seen.clear()  # everything before the token is behind us for good
+                    self._forget_covered()
                 elif kind in CHANGES or kind == "compacted":
                     event = decode_event(raw)
                     if kind != "compacted":

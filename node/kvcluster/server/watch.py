@@ -4,7 +4,7 @@
 newline-delimited JSON response. The node serving it holds no state a client
 depends on: the changes come from each partition's history table
 (``storage/history.py``), read on the partition's leader, and where the watch
-stands is the token it sends (``watchtoken.py``). Any node can resume it.
+stands is the token it sends (``client/watchtoken.py``). Any node can resume it.
 
 One reader per segment of the watched hash range asks the leader of the
 partition covering it for the changes after the segment's revision (a long
@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kvcluster.client.watchtoken import NOW, Segment, TokenError, decode, encode
 from kvcluster.keyspace import HASH_SPACE, PartitionDescriptor, key_hash
 from kvcluster.storage.history import Change, Event, KeyFilter
 from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
@@ -45,7 +46,6 @@ from .host import RaftHost
 from .metrics import NodeMetrics
 from .operations import decode_failure, encode_failure
 from .router import Router
-from .watchtoken import NOW, Segment, TokenError, decode, encode
 
 log = logging.getLogger(__name__)
 

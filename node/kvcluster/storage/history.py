@@ -107,8 +107,10 @@ def read(
 ) -> list[Event]:
     """Changes at hashes [start, end) with ``after`` < revision <= ``upto``, in revision order.
 
-    Stops after ``limit`` rows or about ``READ_BYTES`` of values: the caller
-    resumes after the last revision returned.
+    Stops after ``limit`` rows or about ``READ_BYTES`` of values, but never
+    inside a revision: the caller resumes after the last revision returned, and
+    after a merge one revision may hold a change of each former half (both
+    counted on from the same split). ``limit`` must be positive.
     """
     sql = "SELECT revision, change, key, value FROM history WHERE revision > ? AND revision <= ? "
     sql += "AND hash >= ? AND hash <= ?"
@@ -127,9 +129,9 @@ def read(
     out: list[Event] = []
     size = 0
     for rev, change, raw_key, value in conn.execute(sql, args):
+        if out and (len(out) >= limit or size >= READ_BYTES) and rev != out[-1].revision:
+            break
         key = bytes(raw_key)
         out.append(Event(int(rev), Change(change), key, None if value is None else bytes(value)))
         size += len(key) + (len(value) if value is not None else 0)
-        if len(out) >= limit or size >= READ_BYTES:
-            break
     return out

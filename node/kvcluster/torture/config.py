@@ -64,6 +64,12 @@ class Config:
     lease_slots: int = 2
     """Clients running lease episodes next to the register workload (0: none); see torture/leases.py."""
     lease_ttl: float = 2.0
+    watch: bool = True
+    """Keep watch streams over the workloads' keys and check what they deliver (torture/watcher.py)."""
+    watch_catch_up: float = 30.0
+    """Seconds the watch streams get after the final reads to deliver every acknowledged write."""
+    watch_max_events: int = 1_000_000
+    """Watch events kept in memory; past it the record is cut short (and ``missing`` not judged)."""
     nodes: int = 3
     partitions: int = 4
     replicas: int = 3
@@ -112,6 +118,8 @@ class Config:
             raise ValueError("keys, concurrency and duration must be positive")
         if self.lease_slots < 0 or self.lease_ttl < 1:
             raise ValueError("lease_slots must be >= 0 and lease_ttl >= 1 s (the server's minimum)")
+        if self.watch_catch_up < 0 or self.watch_max_events < 1:
+            raise ValueError("watch_catch_up must be >= 0 and watch_max_events >= 1")
 
     def node_flags(self) -> list[str]:
         return [

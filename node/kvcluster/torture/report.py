@@ -3,7 +3,8 @@
 Exit codes (``kvcluster torture``):
 
 * 0 -- linearizable, no acknowledged write lost, every fault recovered as it must;
-* 1 -- a linearizability violation, a lost acknowledged write, or the store
+* 1 -- a linearizability violation, a lost acknowledged write, a lease or watch
+  violation, or the store
   misbehaved under a fault (a node that did not fail-stop on a broken disk,
   did not rejoin, a corrupt database, a reshape that did not finish);
 * 2 -- no verdict: the checker's time budget ran out on some key (nothing
@@ -69,6 +70,10 @@ class Summary:
     lost: int = 0
     leases: dict[str, Any] = field(default_factory=dict)
     """The lease checker's report (``kvcluster.lincheck.leases``); its violations fail the run."""
+    watch: dict[str, Any] = field(default_factory=dict)
+    """The watch checker's report (``kvcluster.lincheck.watch``; empty: no watcher).
+
+    Its violations fail the run."""
     problems: list[str] = field(default_factory=list)
     harness_errors: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
@@ -84,6 +89,7 @@ class Summary:
             or self.problems
             or not self.durability.get("ok")
             or self.leases.get("violations")
+            or self.watch.get("violations")
         ):
             self.status, self.exit_code = "fail", EXIT_FAIL
         elif self.verdict == Verdict.UNKNOWN:
@@ -129,6 +135,7 @@ class Summary:
             "durability": self.durability,
             "durability_after_heal": self.durability_after_heal,
             "leases": self.leases,
+            "watch": self.watch,
             "problems": self.problems,
             "harness_errors": self.harness_errors,
             "phases": self.phases,
@@ -250,6 +257,18 @@ def render(summary: Summary, console: Console) -> None:
             + (f", {len(lease['late'])} late expiries" if lease.get("late") else "")
         )
         for text in (lease.get("violations") or [])[:5]:
+            console.print(f"  {text}", markup=False, highlight=False)
+    if summary.watch:
+        watch = summary.watch
+        console.print(
+            f"watch: {watch.get('events', 0)} events ({watch.get('puts', 0)} puts, {watch.get('deletes', 0)}"
+            f" deletes, {watch.get('expires', 0)} expires), {watch.get('acknowledged', 0)} acknowledged"
+            f" writes looked for, {watch.get('lease_reads_checked', 0)} lease reads after an expiry,"
+            f" {watch.get('reconnects', 0)} reconnects,"
+            f" [bold]{watch.get('violation_count', 0)} violations[/bold]"
+            + ("" if watch.get("complete", True) else " (record cut short: missing writes not judged)")
+        )
+        for text in (watch.get("violations") or [])[:5]:
             console.print(f"  {text}", markup=False, highlight=False)
     for problem in summary.problems:
         console.print(f"[red]problem: {problem}", highlight=False)

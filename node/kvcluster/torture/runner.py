@@ -12,15 +12,19 @@ Phases (their durations land in ``summary.phases``):
    ``info``), wait until every node is ready, read every key once (recorded).
 4. **restart** -- SIGTERM every node (each must exit 0 within 15 s), start them
    all again on their data, wait until ready, read every key again (recorded):
-   the durability check judges these reads (see ``durability.py``).
+   the durability check judges these reads (see ``durability.py``). Then the
+   watch streams (open since before the load, see ``watcher.py``) get
+   ``watch_catch_up`` seconds to deliver every acknowledged write.
 5. **check** -- the cluster is stopped (the checker gets the CPU), then
-   ``lincheck.check`` judges the whole history, final reads included.
+   ``lincheck.check`` judges the whole history, final reads included, and
+   ``lincheck.watch`` what the watch streams delivered.
 
 Artifacts in ``out``: ``history.jsonl`` (exactly what ``kvcluster.lincheck``
 loads, written as it happens), ``faults.jsonl`` (inject/heal events on the
-history's clock), ``summary.json``, ``violation-<key>.jsonl`` (the smallest
-failing sub-history of each violating key, replayable), and ``cluster/`` with
-the node logs.
+history's clock), ``leases.jsonl`` and ``watch.jsonl`` (the lease workload's
+operations and the watch events, on the runner's monotonic clock),
+``summary.json``, ``violation-<key>.jsonl`` (the smallest failing sub-history
+of each violating key, replayable), and ``cluster/`` with the node logs.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from typing import IO, Any
 
 from kvcluster.client import AsyncClient, KVError
 from kvcluster.lincheck import History, Op, Result, check, pair, save_history, unpair
-from kvcluster.lincheck.leases import check_leases
+from kvcluster.lincheck.leases import LeaseEvent, check_leases
 from kvcluster.lincheck.render import show_bytes
+from kvcluster.lincheck.watch import WatchRecord, awaited, check_watch
 from kvcluster.local import ClusterError, LocalCluster
 from kvcluster.local import netns as netns_mod
 from kvcluster.local.ports import free_port_block
@@ -53,6 +58,7 @@ from .leases import LeaseWorkload
 from .nemesis import Env, FaultLog, Schedule, make_nemeses
 from .report import Summary, count_errors, count_operations
 from .script import ReshapeScript
+from .watcher import Watcher
 from .workload import WORKLOADS, Workload, key_names
 
 log = logging.getLogger(__name__)
@@ -78,6 +84,8 @@ class Runner:
         self.volumes: dict[int, disk.Volume] = {}
         self.history: History | None = None
         self.final_processes: dict[str, int] = {}
+        self.watcher: Watcher | None = None
+        self.lease_events: list[LeaseEvent] = []
         self._journals: list[IO[str]] = []
         self._t0 = time.monotonic()
 
@@ -93,6 +101,8 @@ class Runner:
             log.exception("torture run failed")
             summary.harness_errors.append(f"{type(exc).__name__}: {exc}")
         finally:
+            if self.watcher is not None:
+                await self.watcher.stop()
             await asyncio.to_thread(self._teardown)
         if self.history is not None:
             await asyncio.to_thread(self._judge, finals)
@@ -212,6 +222,14 @@ class Runner:
             started = time.monotonic()
             await self._preload(write=True)
             summary.phases["preload"] = round(time.monotonic() - started, 1)
+        if cfg.watch:
+            self.watcher = Watcher(
+                cluster.urls(),
+                max_events=cfg.watch_max_events,
+                connect_timeout=cfg.client.connect_timeout,
+                journal=self._open(cfg.out / "watch.jsonl"),
+            )
+            await self.watcher.start(timeout=cfg.ready_timeout)
         load_started = time.monotonic()
         self.say(f"load: {cfg.concurrency} clients on {cfg.keys} keys for {cfg.duration:.0f}s")
         await workload.start()
@@ -267,6 +285,7 @@ class Runner:
                 f"fault {r.id} {r.kind}/{r.variant}: {p}" for r in env.log.records for p in r.problems
             ]
             summary.harness_errors += workload.stats.harness_errors + leases.harness_errors
+            self.lease_events = leases.events
             lease_report = check_leases(leases.events)
             summary.leases = {**lease_report.to_dict(), "outcomes": dict(sorted(leases.outcomes.items()))}
 
@@ -293,6 +312,15 @@ class Runner:
         )
         if cfg.preload:
             await self._preload(write=False)
+        if self.watcher is not None:
+            started = time.monotonic()
+            missing = await self.watcher.catch_up(awaited(history.ops, leases.events), cfg.watch_catch_up)
+            summary.phases["watch_catch_up"] = round(time.monotonic() - started, 1)
+            if missing:
+                self.say(
+                    f"the watch did not deliver {missing} acknowledged writes"
+                    f" within {cfg.watch_catch_up:.0f}s"
+                )
         return finals
 
     async def _preload(self, write: bool) -> None:
@@ -451,6 +479,16 @@ class Runner:
         assert self.history is not None
         ops = self.history.ops
         result = judge_ops(ops, self.final_processes, finals, summary, cfg.check_budget, cfg.check_workers)
+        if self.watcher is not None:
+            watcher = self.watcher
+            summary.watch = judge_watch(
+                watcher.records,
+                ops,
+                self.lease_events,
+                not watcher.truncated,
+                watcher.errors,
+                watcher.reconnects,
+            )
         for key_text, ops_for_key in violation_histories(result).items():
             path = cfg.out / f"violation-{key_text}.jsonl"
             save_history(ops_for_key, path)
@@ -504,6 +542,19 @@ def judge_ops(
     return result
 
 
+def judge_watch(
+    records: list[WatchRecord],
+    ops: list[Op],
+    lease_events: list[LeaseEvent],
+    complete: bool,
+    stream_errors: list[str],
+    reconnects: int,
+) -> dict[str, Any]:
+    """The watch checker's verdict as the summary keeps it."""
+    report = check_watch(records, ops, lease_events, complete=complete, stream_errors=stream_errors)
+    return {**report.to_dict(), "reconnects": reconnects}
+
+
 def finals_from_history(ops: list[Op], final_processes: dict[str, int]) -> dict[str, dict[bytes, Observed]]:
     """The final reads of a saved run: the last ok read of each key by each final-read process."""
     finals: dict[str, dict[bytes, Observed]] = {}
@@ -540,8 +591,23 @@ def replay(out: Path, budget: float, workers: int = 1) -> Summary:
     judge_ops(
         ops, {k: int(v) for k, v in saved.get("final_processes", {}).items()}, None, summary, budget, workers
     )
+    saved_watch = saved.get("watch") or {}
+    if saved_watch and (out / "watch.jsonl").exists():
+        leases_path = out / "leases.jsonl"
+        summary.watch = judge_watch(
+            [WatchRecord.from_json(line) for line in _lines(out / "watch.jsonl")],
+            ops,
+            [LeaseEvent.from_json(line) for line in _lines(leases_path)] if leases_path.exists() else [],
+            bool(saved_watch.get("complete", True)),
+            [str(e) for e in saved_watch.get("errors", [])],
+            int(saved_watch.get("reconnects", 0)),
+        )
     summary.decide()
     return summary
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _config_dict(cfg: Config) -> dict[str, Any]:
