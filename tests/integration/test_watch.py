@@ -52,11 +52,7 @@ class Collector:
 
     async def started(self, timeout: float = 10.0) -> None:
         """The stream's first token has been read: changes from now on will all be seen."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.watch.token is None:  # the token is read by the iterator: no event to await
-            assert loop.time() < deadline, "the watch never started"
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(self.watch.positioned.wait(), timeout)
 
     async def close(self) -> None:
         self.task.cancel()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from yarl import URL
 
-from kvcluster.keyspace import HASH_SPACE, key_hash
+from kvcluster.keyspace import key_hash
 
 from . import watchtoken
 from .codec import Key, quote_bytes, to_bytes
@@ -90,16 +90,18 @@ class Watch:
         if isinstance(start, int) and (isinstance(start, bool) or start < 0):
             raise ValueError("start must be a revision >= 0 or a token")
         self.client = client
-        self._range = (0, HASH_SPACE)
+        watched = to_bytes(key) if key is not None else None
+        self._range = watchtoken.watched_range(watched)
         """The hash range the watch covers, which its tokens tile."""
-        if key is not None:
-            self.query = f"key={quote_bytes(to_bytes(key))}"
-            h = key_hash(to_bytes(key))
-            self._range = (h, h + 1)
+        if watched is not None:
+            self.query = f"key={quote_bytes(watched)}"
         else:
             self.query = f"prefix={quote_bytes(to_bytes(prefix or b''))}"
         self.token: str | None = None if start is None else str(start)
         self.reconnects = 0
+        self.positioned = asyncio.Event()
+        """Set once the stream has sent its first token (while being iterated): every change
+        applied from then on will be yielded."""
         self._seen: dict[bytes, int] = {}
         self._events = self._run()
 
@@ -171,6 +173,7 @@ class Watch:
                 kind = raw.get("type")
                 if kind == "progress":
                     self.token = str(raw["token"])
+                    self.positioned.set()
                     self._forget_covered()
                 elif kind in CHANGES or kind == "compacted":
                     event = decode_event(raw)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from kvcluster.keyspace import HASH_SPACE
+from kvcluster.keyspace import HASH_SPACE, key_hash
 
 PREFIX = "1."
 NOW = -1
@@ -40,6 +40,14 @@ class Segment:
 
 class TokenError(ValueError):
     pass
+
+
+def watched_range(key: bytes | None) -> tuple[int, int]:
+    """The hash range a watch's tokens tile: one point for a key, the whole space for a prefix."""
+    if key is None:
+        return 0, HASH_SPACE
+    h = key_hash(key)
+    return h, h + 1
 
 
 def encode(segments: list[Segment]) -> str:

@@ -43,9 +43,9 @@ from .leaseapi import LeaseApi
 from .leases import LeaseKeeper
 from .mapsync import MAP_PATH, MapSync
 from .metrics import NodeMetrics
-from .operations import Operation, encode_failure, execute_local
+from .operations import Operation, execute_local
 from .reshape import Reshaper
-from .router import FORWARD_PATH, Router
+from .router import FORWARD_PATH, Router, peer_response
 from .watch import WatchApi
 
 log = logging.getLogger(__name__)
@@ -357,12 +357,7 @@ class Node:
 
     async def forwarded(self, request: web.Request) -> web.Response:
         op = Operation.from_wire(unpack(await request.read()))
-        try:
-            result = await execute_local(self.host, op, self.cfg.request_timeout_s)
-            body = {"result": result}
-        except (ApiError, RoutingSignal) as exc:
-            body = encode_failure(exc)
-        return web.Response(body=pack(body), content_type="application/msgpack")
+        return await peer_response(execute_local(self.host, op, self.cfg.request_timeout_s))
 
     async def snapshot(self, request: web.Request) -> web.Response:
         body = unpack(await request.read())

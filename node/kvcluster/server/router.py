@@ -16,11 +16,14 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from kvcluster.keyspace import META_PARTITION, PartitionDescriptor, PartitionMap, hash_str
 from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
 
 from .config import NodeConfig
 from .errors import (
+    ApiError,
     BusySignal,
     FrozenSignal,
     NotHereSignal,
@@ -33,7 +36,7 @@ from .errors import (
 )
 from .host import RaftHost
 from .metrics import NodeMetrics
-from .operations import Operation, decode_failure, execute_local
+from .operations import Operation, decode_failure, encode_failure, execute_local
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +238,17 @@ class Router:
 
     async def _forward(self, node: int, op: Operation, timeout: float) -> dict[str, Any]:
         self.metrics.forwarded.labels(op.op).inc()
-        status, body = await self.rpc.call(node, FORWARD_PATH, pack(op.to_wire()), timeout + 0.5)
+        return await self.call_peer(node, FORWARD_PATH, op.to_wire(), timeout)
+
+    async def call_peer(
+        self, node: int, path: str, payload: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """Call an internal route answered by :func:`peer_response`; its result, or its failure raised.
+
+        The failure is raised as the signal or error the peer raised, so that
+        ``on_leader`` follows it as it would a local one.
+        """
+        status, body = await self.rpc.call(node, path, pack(payload), timeout + 0.5)
         if status != 200:
             raise PeerUnavailable(f"node {node} answered HTTP {status}", maybe_delivered=status >= 500)
         answer = unpack(body)
@@ -243,3 +256,12 @@ class Router:
             result: dict[str, Any] = answer["result"]
             return result
         raise decode_failure(answer)
+
+
+async def peer_response(work: Awaitable[dict[str, Any]]) -> web.Response:
+    """The answer of an internal route that :meth:`Router.call_peer` reads: a result or a failure."""
+    try:
+        body: dict[str, Any] = {"result": await work}
+    except (ApiError, RoutingSignal) as exc:
+        body = encode_failure(exc)
+    return web.Response(body=pack(body), content_type="application/msgpack")

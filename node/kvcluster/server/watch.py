@@ -34,18 +34,17 @@ from typing import Any
 
 from aiohttp import web
 
-from kvcluster.client.watchtoken import NOW, Segment, TokenError, decode, encode
-from kvcluster.keyspace import HASH_SPACE, PartitionDescriptor, key_hash
+from kvcluster.client.watchtoken import NOW, Segment, TokenError, decode, encode, watched_range
+from kvcluster.keyspace import PartitionDescriptor
 from kvcluster.storage.history import Change, Event, KeyFilter
-from kvcluster.transport import PeerRPC, PeerUnavailable, pack, unpack
+from kvcluster.transport import PeerRPC, PeerUnavailable, unpack
 
-from .api import encode_item, raw_query
+from .api import encode_item, int_param, raw_query
 from .config import NodeConfig
 from .errors import ApiError, BadRequest, RoutingSignal, TooLarge, Unavailable
 from .host import RaftHost
 from .metrics import NodeMetrics
-from .operations import decode_failure, encode_failure
-from .router import Router
+from .router import Router, peer_response
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +119,7 @@ class WatchApi:
         }
 
     async def history(self, request: web.Request) -> web.Response:
-        req = unpack(await request.read())
-        try:
-            answer = await self._read(req)
-        except (ApiError, RoutingSignal) as exc:
-            answer = {"failure": encode_failure(exc)}
-        return web.Response(body=pack(answer), content_type="application/msgpack")
+        return await peer_response(self._read(unpack(await request.read())))
 
     async def _fetch(self, seg: Segment, keys: KeyFilter) -> dict[str, Any]:
         """One answer for ``seg`` from its partition's leader, found as any request finds one."""
@@ -142,13 +136,7 @@ class WatchApi:
             }
             if target == self.cfg.node_id:
                 return await self._read(req)
-            status, body = await self.rpc.call(target, HISTORY_PATH, pack(req), remaining + 0.5)
-            if status != 200:
-                raise PeerUnavailable(f"node {target} answered HTTP {status}")
-            answer: dict[str, Any] = unpack(body)
-            if "failure" in answer:
-                raise decode_failure(answer["failure"])
-            return answer
+            return await self.router.call_peer(target, HISTORY_PATH, req, remaining)
 
         return await self.router.on_leader(lambda: self.router.pmap.lookup(seg.start), attempt)
 
@@ -166,7 +154,7 @@ class WatchApi:
         if len(watched) > self.cfg.max_key_bytes:
             raise TooLarge(f"the key or prefix is longer than the key limit ({self.cfg.max_key_bytes} bytes)")
         keys = KeyFilter(key=key, prefix=prefix or b"")
-        start, end = (key_hash(key), key_hash(key) + 1) if key is not None else (0, HASH_SPACE)
+        start, end = watched_range(key)
         raw = params.get("from")
         if raw is None or raw == b"":
             return keys, [Segment(start, end, NOW)]
@@ -175,9 +163,8 @@ class WatchApi:
         except UnicodeDecodeError:
             raise BadRequest("from must be a revision or a watch token") from None
         if text.isdigit():
-            revision = int(text)
-            if revision >= 1 << 63:
-                raise BadRequest("from is beyond any revision")
+            revision = int_param(params, "from", None, 0)
+            assert revision is not None
             return keys, [Segment(start, end, revision)]
         try:
             return keys, decode(text, start, end)

@@ -43,6 +43,9 @@ class Change(IntEnum):
     EXPIRE = 3
 
 
+PUT, DELETE, EXPIRE = int(Change.PUT), int(Change.DELETE), int(Change.EXPIRE)
+"""As plain ints, for the rows the apply path builds (no enum lookup per write)."""
+
 Row = tuple[int, int, bytes, int, bytes | None]
 """(revision, hash as stored, key, change as a plain int, value)."""
 

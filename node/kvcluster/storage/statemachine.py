@@ -260,8 +260,8 @@ class StateMachine:
                     return Outcome(code="not_found"), revision
                 revision += 1
                 self.conn.execute("DELETE FROM kv WHERE key = ?", (cmd.key,))
-                change = history.Change.DELETE if isinstance(cmd, Delete) else history.Change.EXPIRE
-                self._changes.append((revision, to_db_hash(h), cmd.key, int(change), None))
+                change = history.DELETE if isinstance(cmd, Delete) else history.EXPIRE
+                self._changes.append((revision, to_db_hash(h), cmd.key, change, None))
                 return Outcome(version=revision), revision
         revision += 1
         db_hash = to_db_hash(h)
@@ -269,7 +269,7 @@ class StateMachine:
             "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)",
             (cmd.key, db_hash, cmd.value, revision),
         )
-        self._changes.append((revision, db_hash, cmd.key, int(history.Change.PUT), cmd.value))
+        self._changes.append((revision, db_hash, cmd.key, history.PUT, cmd.value))
         return Outcome(version=revision), revision
 
     def _apply_load(self, result: ApplyResult, rows: tuple[tuple[bytes, bytes], ...]) -> Outcome:
@@ -285,8 +285,9 @@ class StateMachine:
                 skipped.append(i)
                 continue
             revision += 1
-            params.append((key, to_db_hash(h), value, revision))
-            self._changes.append((revision, to_db_hash(h), key, int(history.Change.PUT), value))
+            db_hash = to_db_hash(h)
+            params.append((key, db_hash, value, revision))
+            self._changes.append((revision, db_hash, key, history.PUT, value))
         self.conn.executemany(
             "INSERT OR REPLACE INTO kv(key, hash, value, version) VALUES (?, ?, ?, ?)", params
         )

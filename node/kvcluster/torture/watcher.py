@@ -75,14 +75,14 @@ class Watcher:
             self._tasks.append(
                 asyncio.create_task(self._follow(prefix, watch), name=f"torture-watch-{prefix}")
             )
-        deadline = self.clock() + timeout
-        # The token is read inside the iterator: there is no event to await.
-        while any(w.token is None for w in self._watches):
-            if self.clock() > deadline or all(t.done() for t in self._tasks):
-                lagging = [p for p, w in zip(self.prefixes, self._watches, strict=True) if w.token is None]
-                self.errors.append(f"the watch of {lagging} did not start within {timeout:.0f}s")
-                return False
-            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.positioned.wait() for w in self._watches)), timeout)
+        except TimeoutError:
+            lagging = [
+                p for p, w in zip(self.prefixes, self._watches, strict=True) if not w.positioned.is_set()
+            ]
+            self.errors.append(f"the watch of {lagging} did not start within {timeout:.0f}s")
+            return False
         return True
 
     async def _follow(self, prefix: str, watch: Watch) -> None:
