@@ -14,9 +14,13 @@ A failure to write is not survivable: the caller must stop serving (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +128,7 @@ class Store:
         # by tens of MB a minute, which a small data volume does not survive.
         self._writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         self._reader = connect(self.path, durability)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-writer")
+        self._writer_thread = _WriterThread(self._write)
         self._sm = StateMachine(self._writer, history_keep)
         self._states: dict[int, AppliedState] = {}
         self._synchronous_full = durability == Durability.FSYNC
@@ -178,8 +182,7 @@ class Store:
     async def write(self, batch: Batch) -> BatchResult:
         if self._inline(batch):
             return self._write(batch)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._write, batch)
+        return await self._writer_thread.submit(batch)
 
     def _inline(self, batch: Batch) -> bool:
         """Whether ``batch`` is cheap enough to commit on the event loop's own thread.
@@ -206,7 +209,7 @@ class Store:
         return True
 
     def write_sync(self, batch: Batch) -> BatchResult:
-        return self._executor.submit(self._write, batch).result()
+        return self._writer_thread.submit_sync(batch)
 
     def _write(self, batch: Batch) -> BatchResult:
         result = BatchResult()
@@ -348,9 +351,70 @@ class Store:
         if self.closed:
             return
         self.closed = True
-        self._executor.shutdown(wait=True)
+        self._writer_thread.stop()
         self._reader.close()
         self._writer.close()
+
+
+class _WriterThread:
+    """The one thread that commits batches, fed by a queue, answering on the caller's loop.
+
+    It stands in for a one-worker ``ThreadPoolExecutor``: measured on this
+    2-core machine, the executor's submit (work item, locks, idle-thread
+    bookkeeping) and its future chaining cost about 90 µs of CPU per hop; a
+    C-implemented ``SimpleQueue`` and one ``call_soon_threadsafe`` cost about
+    50. The host hands over a batch every loop turn, so the difference is paid
+    hundreds of times a second. Batches run strictly in submission order.
+    """
+
+    def __init__(self, write: Callable[[Batch], BatchResult]) -> None:
+        self._write = write
+        self._queue: queue.SimpleQueue[tuple[Batch, Callable[[_Outcome], None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="kv-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: Batch) -> asyncio.Future[BatchResult]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[BatchResult] = loop.create_future()
+
+        def settle(outcome: _Outcome) -> None:
+            # Runs on the writer thread: the waiting loop settles its own future.
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(_settle, fut, outcome)
+
+        self._queue.put((batch, settle))
+        return fut
+
+    def submit_sync(self, batch: Batch) -> BatchResult:
+        done: Future[BatchResult] = Future()
+        self._queue.put((batch, lambda outcome: _settle(done, outcome)))
+        return done.result()
+
+    def stop(self) -> None:
+        """Finish what was submitted, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            batch, settle = item
+            try:
+                outcome: _Outcome = self._write(batch)
+            except BaseException as exc:  # handed to the waiter, who stops the node (fail-stop)
+                outcome = exc
+            settle(outcome)
+
+
+_Outcome = BatchResult | BaseException
+
+
+def _settle(fut: asyncio.Future[BatchResult] | Future[BatchResult], outcome: _Outcome) -> None:
+    if fut.done():
+        return  # the waiter was cancelled
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
 
 
 class _transaction:
