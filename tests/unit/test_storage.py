@@ -288,7 +288,7 @@ def test_a_dump_reads_one_point_of_history_while_writes_go_on(store: Store) -> N
 def test_applied_state_survives_restart_whether_a_batch_moved_only_the_position_or_more(
     tmp_path: Path,
 ) -> None:
-    """Puts write only the applied position and revision; a freeze in the same run must still land."""
+    """Puts write only the applied position and revision; a freeze or unfreeze after them must still land."""
 
     def reopened(s: Store) -> tuple[Store, AppliedState]:
         s.close()
@@ -300,14 +300,17 @@ def test_applied_state_survives_restart_whether_a_batch_moved_only_the_position_
     s.write_sync(
         Batch(create=[NewReplica(AppliedState(1, whole_space()), term=0, snap_index=0, snap_term=0)])
     )
-    apply(s, entry(1, Put(b"a", b"1")), entry(2, Put(b"b", b"2")))
+    apply(s, entry(1, Put(b"a", b"1")))
+    apply(s, entry(2, Put(b"b", b"2")))  # the second batch of this process: the short write
     s, state = reopened(s)
     assert (state.applied_index, state.applied_term, state.revision) == (2, 1, 2)
     assert state.descriptor == whole_space() and not state.frozen
-    apply(s, entry(3, Put(b"c", b"3")), entry(4, Freeze(epoch=1)))
+    apply(s, entry(3, Put(b"c", b"3")))
+    apply(s, entry(4, Put(b"d", b"4")), entry(5, Freeze(epoch=1)))
     s, state = reopened(s)
-    assert (state.applied_index, state.revision, state.frozen) == (4, 3, True)
-    apply(s, entry(5, Unfreeze(epoch=1)))
+    assert (state.applied_index, state.revision, state.frozen) == (5, 4, True)
+    apply(s, entry(6, Freeze(epoch=1)))
+    apply(s, entry(7, Unfreeze(epoch=1)))
     s, state = reopened(s)
-    assert (state.applied_index, state.frozen, state.descriptor.epoch) == (5, False, 2)
+    assert (state.applied_index, state.frozen, state.descriptor.epoch) == (7, False, 2)
     s.close()
