@@ -72,6 +72,22 @@ def applied_on(cluster: LocalCluster, node: int, partition: int) -> int | None:
     return None
 
 
+async def write_acknowledged(
+    session: aiohttp.ClientSession, urls: list[str], prefix: str, count: int
+) -> dict[bytes, bytes]:
+    """Put ``count`` keys round-robin over ``urls``; every one must be acknowledged."""
+    written: dict[bytes, bytes] = {}
+
+    async def write(i: int) -> None:
+        key, value = f"{prefix}/{i}".encode(), f"v{i}".encode()
+        async with session.put(kv_url(urls[i % len(urls)], key), data=value) as resp:
+            assert resp.status == 200
+            written[key] = value
+
+    await asyncio.gather(*(write(i) for i in range(count)))
+    return written
+
+
 async def verify_all_readable(
     session: aiohttp.ClientSession, cluster: LocalCluster, acked: dict[bytes, bytes]
 ) -> None:
@@ -194,17 +210,8 @@ async def test_restart_of_all_nodes_keeps_every_acknowledged_write(
     make_cluster: ClusterFactory, how: str
 ) -> None:
     cluster = make_cluster(nodes=3, partitions=4, replicas=3, name=how)
-    written: dict[bytes, bytes] = {}
     async with aiohttp.ClientSession() as session:
-        urls = cluster.urls()
-
-        async def write(i: int) -> None:
-            key, value = f"restart/{i}".encode(), f"v{i}".encode()
-            async with session.put(kv_url(urls[i % 3], key), data=value) as resp:
-                assert resp.status == 200
-                written[key] = value
-
-        await asyncio.gather(*(write(i) for i in range(150)))
+        written = await write_acknowledged(session, cluster.urls(), "restart", 150)
         for node in (1, 2, 3):
             if how == "kill9":
                 cluster.kill(node)

@@ -117,6 +117,14 @@ def read_secret(path: str | None, value: str | None) -> str | None:
     help="Seconds a watcher may leave its stream unread before it is cut off.",
 )
 @click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a graceful stop may take before the node logs what it waits on and exits; "
+    "keep it below the pod's terminationGracePeriodSeconds.",
+)
+@click.option(
     "--event-loop",
     type=click.Choice(["uvloop", "asyncio"]),
     default="uvloop",
@@ -155,6 +163,7 @@ def node_command(
     balance_interval: float,
     watch_history: int,
     watch_stall_timeout: float,
+    shutdown_timeout: float,
     event_loop: str,
     log_level: str,
 ) -> None:
@@ -205,6 +214,7 @@ def node_command(
         snapshot_keep=max(1, min(1000, snapshot_entries // 10)),
         watch_history=watch_history,
         watch_stall_s=watch_stall_timeout,
+        shutdown_s=shutdown_timeout,
         tls=tls,
     )
     code = loops.run(serve(cfg), event_loop)

@@ -42,6 +42,8 @@ class NodeConfig:
     """Revisions of change history each partition keeps for watches that resume."""
     watch_stall_s: float = 30.0
     """A watcher whose connection takes no data for this long is cut off."""
+    shutdown_s: float = 10.0
+    """A graceful stop still unfinished after this long is given up: the node logs why and exits."""
     tls: TlsSettings = field(default_factory=TlsSettings)
     tls_reload_s: float = 2.0
     """How often the certificate files are checked for a rotation."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -33,6 +34,8 @@ from .replicastate import AppliedState, ReplicaRecord
 from .schema import Durability, connect, create_schema, prefix_upper_bound, to_db_hash
 from .snapshots import export_snapshot, install_snapshot
 from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
+
+log = logging.getLogger(__name__)
 
 WAL_SIZE_LIMIT = 16 << 20
 INLINE_MAX_ENTRIES = 64
@@ -347,11 +350,18 @@ class Store:
             for (d,) in self._reader.execute("SELECT descriptor FROM replica ORDER BY partition")
         ]
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the batches handed over, then close; ``timeout`` bounds the wait for them.
+
+        A writer still busy after ``timeout`` keeps its connection: closing it
+        under a running statement is not safe, and the process is exiting anyway.
+        """
         if self.closed:
             return
         self.closed = True
-        self._writer_thread.stop()
+        if not self._writer_thread.stop(timeout):
+            log.warning("the writer thread was still committing after %ss; leaving it to the exit", timeout)
+            return
         self._reader.close()
         self._writer.close()
 
@@ -390,10 +400,11 @@ class _WriterThread:
         self._queue.put((batch, lambda outcome: _settle(done, outcome)))
         return done.result()
 
-    def stop(self) -> None:
-        """Finish what was submitted, then end the thread."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Finish what was submitted, then end the thread; False if it had not ended by ``timeout``."""
         self._queue.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -50,6 +50,7 @@ from kvcluster.lincheck.watch import WatchRecord, awaited, check_watch
 from kvcluster.local import ClusterError, LocalCluster
 from kvcluster.local import netns as netns_mod
 from kvcluster.local.ports import free_port_block
+from kvcluster.server.node import GAVE_UP_STOP
 
 from . import disk
 from .config import Config
@@ -368,12 +369,19 @@ class Runner:
         if how == "term":
             self.say("restarting every node (SIGTERM, then start on the same data)")
             running = [node for node in nodes if node.alive()]
+            logged = {node.id: _log_size(node.log_path) for node in running}
             cluster.stop()
             for node in running:
                 code = node.proc.returncode if node.proc is not None else None
                 if code != 0:
                     summary.problems.append(
                         f"node {node.id} exited with {code} on SIGTERM (expected 0 within 15s)"
+                    )
+                elif GAVE_UP_STOP in _log_since(node.log_path, logged[node.id]):
+                    # Safe (every acknowledged write was synced) but a bug all the same: a stop
+                    # should finish. Its log holds the stacks of what it waited on.
+                    summary.problems.append(
+                        f"node {node.id} gave up its graceful stop; the stacks are in {node.log_path}"
                     )
             return
         if how == "kill":
@@ -625,3 +633,13 @@ def _remove_tree(path: Path) -> None:
     for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False, timeout=30)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _log_since(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
