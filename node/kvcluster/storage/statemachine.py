@@ -156,8 +156,6 @@ class StateMachine:
         self.history_keep = history_keep
         self._changes: list[history.Row] = []
         """History rows of the entries being applied, written in one statement at the end."""
-        self._saved_in_full: set[int] = set()
-        """Partitions whose applied state this process has written whole (see ``apply``)."""
 
     def apply(self, state: AppliedState, entries: list[Entry]) -> ApplyResult:
         """Apply ``entries`` in order; the state is rebuilt once per run of writes, not per entry.
@@ -201,11 +199,7 @@ class StateMachine:
             self._changes = []
             result.state = self._compact_history(result.state)
         if entries:
-            # The first save of a partition after start-up writes every column: state loaded from an
-            # older database holds defaults (the history floor) that are not in its row yet.
-            full = result.state.partition not in self._saved_in_full
-            save_applied(self.conn, result.state, before=None if full else state)
-            self._saved_in_full.add(result.state.partition)
+            save_applied(self.conn, result.state, before=state)
         return result
 
     def _compact_history(self, state: AppliedState) -> AppliedState:

@@ -33,7 +33,14 @@ from . import history
 from .replicastate import AppliedState, ReplicaRecord
 from .schema import Durability, connect, create_schema, prefix_upper_bound, to_db_hash
 from .snapshots import export_snapshot, install_snapshot
-from .statemachine import ApplyResult, StateMachine, delete_replica, insert_replica, load_applied
+from .statemachine import (
+    ApplyResult,
+    StateMachine,
+    delete_replica,
+    insert_replica,
+    load_applied,
+    save_applied,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +160,19 @@ class Store:
     # ---- start-up ----------------------------------------------------------------------------
 
     def load(self) -> list[ReplicaRecord]:
+        """Every replica's record; each row's applied state is written back whole once.
+
+        A database from an older version lacks columns of the state that loading
+        fills with defaults (the watch history's floor). Writing them now keeps
+        the row equal to the state in memory, which the apply path relies on when
+        it writes only the columns that moved (``save_applied``).
+        """
         partitions = [p for (p,) in self._writer.execute("SELECT partition FROM replica ORDER BY partition")]
-        return [self._record(self._writer, p) for p in partitions]
+        with _transaction(self._writer):
+            records = [self._record(self._writer, p) for p in partitions]
+            for rec in records:
+                save_applied(self._writer, rec.applied)
+        return records
 
     def _record(self, conn: sqlite3.Connection, partition: int) -> ReplicaRecord:
         term, vote, commit, snap_index, snap_term = conn.execute(
