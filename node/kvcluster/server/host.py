@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SNAPSHOT_PATH = "/internal/v1/snapshot"
+HELD_VOTES_MAX_PARTITIONS = 256
+"""At most this many partitions not (yet) here have vote requests held for them (see ``_hold_vote``)."""
 
 
 class RaftHost:
@@ -109,6 +111,8 @@ class RaftHost:
         self._creating: set[int] = set()
         """Partitions whose creation from a snapshot is queued or being written: already "here"."""
         self._pending_destroy: list[tuple[int, int]] = []
+        self._held_votes: dict[int, list[tuple[float, Message]]] = {}
+        """Vote requests for partitions not here yet, by partition: (arrival, message)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self.turns = 0
@@ -179,7 +183,42 @@ class RaftHost:
         r = Replica(core, rec.applied)
         self.replicas[rec.applied.partition] = r
         self._announce(rec.applied.descriptor)
+        horizon = time.monotonic() - self._vote_hold_s
+        for arrived, m in self._held_votes.pop(rec.applied.partition, []):
+            if arrived >= horizon:
+                core.step(m)
         return r
+
+    @property
+    def _vote_hold_s(self) -> float:
+        """One election timeout: a candidate that waited longer has started a new election."""
+        return self.cfg.election_ticks * self.cfg.tick_ms / 1000
+
+    def _hold_vote(self, partition: int, m: Message) -> None:
+        """Keep a vote request for a partition this node is about to create, instead of dropping it.
+
+        The leader of a splitting partition campaigns for each child as soon as
+        it applies the split, and a follower creates its child replica only
+        when it applies the split too, a heartbeat or so later. A vote request
+        dropped in between leaves the child without a leader for a whole
+        election timeout (1-2 s by default), and every write to its half of the
+        range waits that long: under load, nearly the whole cluster stalls.
+        Held, it is stepped into the replica when it is created. Raft allows a
+        message to arrive late; a candidate that has moved on has a higher term
+        by then and the stale request is refused as any late one is.
+        """
+        held = self._held_votes.get(partition)
+        if held is None:
+            if len(self._held_votes) >= HELD_VOTES_MAX_PARTITIONS:
+                return
+            held = self._held_votes[partition] = []
+        held.append((time.monotonic(), m))
+        del held[:-4]  # a candidate asks once per election; a few suffice
+
+    def _forget_old_votes(self) -> None:
+        horizon = time.monotonic() - self._vote_hold_s
+        for partition in [p for p, held in self._held_votes.items() if held[-1][0] < horizon]:
+            del self._held_votes[partition]
 
     def _announce(self, desc: PartitionDescriptor) -> None:
         for listener in self.descriptor_listeners:
@@ -193,6 +232,8 @@ class RaftHost:
             await asyncio.sleep(interval)
             for r in self.replicas.values():
                 r.core.tick()
+            if self._held_votes:
+                self._forget_old_votes()
             self.wake()
 
     def on_frame(self, frame: Frame) -> None:
@@ -205,6 +246,8 @@ class RaftHost:
                     # snapshot that follows is only accepted if its epoch is newer than the tombstone.
                     self.links.send_unknown(frame.sender, partition)
                     answered = True
+                elif r is None and m.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+                    self._hold_vote(partition, m)
                 continue
             r.core.step(m)
         for partition in frame.unknown:
