@@ -304,6 +304,11 @@ class Operator:
         replication: Replication | None = None
         admin_error: str | None = None
         try:
+            # The job before the summary: a job read as done must not meet a
+            # summary from before its last step (the pass that sees "done" may
+            # complete the reshape and write that summary as the final status).
+            if needs.job:
+                job = rc.JobView.from_api(await admin.reshape_status())
             if needs.summary:
                 view = await admin.cluster()
                 summary = rc.Summary.from_cluster(view)
@@ -314,8 +319,6 @@ class Operator:
                     view = await admin.cluster()
                     summary = rc.Summary.from_cluster(view)
                 replication = Replication.from_cluster(view)
-            if needs.job:
-                job = rc.JobView.from_api(await admin.reshape_status())
             for node_id in needs.nodes:
                 info = await admin.node(node_id)
                 # A node the cluster does not know holds nothing.

@@ -62,7 +62,7 @@ def partition_range(cluster: LocalCluster, partition: int) -> KeyRange:
 
 
 def applied_on(cluster: LocalCluster, node: int, partition: int) -> int | None:
-    status, view = cluster.get_json(node, "/v1/cluster")
+    status, view = cluster.get_json(node, "/v1/cluster", timeout=5.0)
     if status != 200:
         return None
     for p in view["partitions"]:

@@ -69,6 +69,9 @@ class FakeNodes:
     """When set, the next job fails half-way with this error."""
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     """Jobs step only while set (tests clear it to freeze a reshape mid-way)."""
+    finish_after_cluster_read: bool = False
+    """When set, the next ``GET /v1/cluster`` answers, then the running job does all its steps
+    at once: the job ends between that read and whatever the reader asks next."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _task: asyncio.Task[None] | None = None
     server: TestServer | None = None
@@ -191,9 +194,13 @@ class FakeNodes:
             }
             for d in self.pmap
         ]
-        return web.json_response(
+        answer = web.json_response(
             {"nodes": [n.to_dict() for n in self.pmap.nodes.values()], "partitions": parts}
         )
+        if self.finish_after_cluster_read and self.job is not None and self.job.state == "running":
+            self.finish_after_cluster_read = False
+            self._finish(self.job)
+        return answer
 
     async def _transfer(self, request: web.Request) -> web.Response:
         self._auth(request)
@@ -322,10 +329,20 @@ class FakeNodes:
         steps.append(("move replicas", membership))
         return steps
 
+    def _finish(self, job: Job) -> None:
+        """Do the job's remaining steps now (its task, parked at the gate, then finds it done)."""
+        for _name, step in job.steps[job.done :]:
+            step()
+        job.done = len(job.steps)
+        job.state, job.current = "done", None
+        self.log.append(f"job-done {job.id}")
+
     async def _run(self, job: Job) -> None:
         for i, (name, step) in enumerate(job.steps):
             await self.gate.wait()
             await asyncio.sleep(self.step_delay)
+            if job.state != "running":
+                return
             job.current = name
             if self.fail_next_job is not None and i == len(job.steps) - 1:
                 job.state, job.error, self.fail_next_job = "failed", self.fail_next_job, None

@@ -361,3 +361,27 @@ async def test_peering_lets_one_operator_act(
         assert low.operator.passes > 0
     finally:
         await low.stop()
+
+
+async def test_a_reshape_completes_with_the_partitions_of_its_finished_job(
+    k8s: K8sEmulator,
+    kube: KubeClient,
+    nodes: FakeNodes,
+    controller: StatefulSetController,
+    operator: OperatorThread,
+) -> None:
+    # The pass that sees the job done completes the reshape and writes the summary it read
+    # as the final status, so the summary must be read after the job: here the job ends
+    # right after a /v1/cluster answer, between the two reads of one pass.
+    await kube.create(KVCLUSTERS.path(NAMESPACE), cluster())
+    await running(kube, k8s, nodes=3)
+    nodes.gate.clear()  # the job parks before its first step
+    await patch_spec(kube, partitions=8)
+    await eventually(lambda: nodes.job is not None and nodes.job.state == "running", what="job started")
+    nodes.finish_after_cluster_read = True
+    body = await running(kube, k8s, nodes=3, partitions=8)
+    assert not nodes.finish_after_cluster_read, "the job was finished by a /v1/cluster read"
+    assert nodes.pmap is not None and len(nodes.pmap.partitions) == 8
+    assert body["status"]["partitions"]["total"] == 8
+    nodes.gate.set()
+    assert nodes.violations == []

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAP_PATH = "/internal/v1/map"
 INTERVAL_S = 1.0
+SYNC_ERRORS = (ApiError, RoutingSignal, PeerUnavailable, KeyError, ValueError)
+"""What a round of syncing may fail with while the meta group is away or moving."""
 
 
 class MapSync:
@@ -44,6 +46,9 @@ class MapSync:
         self.last_sync_ok = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._reading = asyncio.Lock()
+        """One map read at a time, so the cache absorbs the meta group's maps in the order it
+        served them: an older map absorbed after a newer one would undo a membership change."""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="mapsync")
@@ -64,7 +69,7 @@ class MapSync:
                 self.last_sync_ok = True
             except asyncio.CancelledError:
                 raise
-            except (ApiError, RoutingSignal, PeerUnavailable, KeyError, ValueError) as exc:
+            except SYNC_ERRORS as exc:
                 self.last_sync_ok = False
                 log.debug("map sync: %s", exc)
                 # The meta leader may be a node whose address this node never learnt (one
@@ -76,19 +81,9 @@ class MapSync:
             self._wake.clear()
 
     async def sync_once(self) -> None:
-        pmap = self.router.pmap
-        if pmap.meta is None:
-            await self._learn_from_peers()
-            if pmap.meta is None:
-                return
-        result = await self.router.execute_on(
-            META_PARTITION, Operation("meta_read", partition=META_PARTITION)
-        )
-        state: dict[str, Any] | None = result.get("state")
-        if not state:
+        truth = await self.refresh()
+        if truth is None:
             return
-        truth = PartitionMap.from_dict(state["map"])
-        self.absorb(truth)
         if self.cfg.node_id not in truth.nodes:
             await self.router.execute_on(
                 META_PARTITION,
@@ -102,6 +97,29 @@ class MapSync:
             self.registered = True
         await self._report_lagging(truth)
         self._collect_orphans(truth)
+
+    async def refresh(self) -> PartitionMap | None:
+        """Read the map from the meta group and fold it into the cache; None before there is one.
+
+        Besides the loop, a caller that must answer with the map as it is now
+        (``GET /v1/cluster``, which the operator reads right after a reshape job
+        reports done) refreshes first rather than wait for the next round.
+        """
+        async with self._reading:
+            pmap = self.router.pmap
+            if pmap.meta is None:
+                await self._learn_from_peers()
+                if pmap.meta is None:
+                    return None
+            result = await self.router.execute_on(
+                META_PARTITION, Operation("meta_read", partition=META_PARTITION)
+            )
+            state: dict[str, Any] | None = result.get("state")
+            if not state:
+                return None
+            truth = PartitionMap.from_dict(state["map"])
+            self.absorb(truth)
+            return truth
 
     def absorb(self, truth: PartitionMap, *, authoritative: bool = True) -> None:
         """Fold a map into the cache; a peer's copy (not ``authoritative``) only adds nodes,

@@ -46,7 +46,7 @@ from .errors import ApiError, Internal, MethodNotAllowed, NotFound, RoutingSigna
 from .host import SNAPSHOT_PATH, RaftHost
 from .leaseapi import LeaseApi
 from .leases import LeaseKeeper
-from .mapsync import MAP_PATH, MapSync
+from .mapsync import MAP_PATH, SYNC_ERRORS, MapSync
 from .metrics import NodeMetrics
 from .operations import Operation, execute_local
 from .reshape import Reshaper
@@ -56,6 +56,8 @@ from .watch import WatchApi
 log = logging.getLogger(__name__)
 
 EXIT_STORAGE_FAILURE = 70
+FRESH_MAP_TIMEOUT_S = 1.0
+"""How long ``GET /v1/cluster`` waits for the meta group's map before answering from the cache."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -315,8 +317,18 @@ class Node:
         return web.Response(body=pack(self.pmap.to_dict()), content_type="application/msgpack")
 
     async def cluster(self, request: web.Request) -> web.Response:
-        """The cluster as every reachable node reports it; unreachable nodes are marked so."""
+        """The cluster as every reachable node reports it; unreachable nodes are marked so.
 
+        The partition list comes from the meta group as of this request: the
+        cached map trails it by up to a sync interval, and a reader that has
+        just seen a reshape job finish must see the partitions it made. While
+        the meta group cannot answer, the cached map serves.
+        """
+        try:
+            async with asyncio.timeout(FRESH_MAP_TIMEOUT_S):
+                await self.mapsync.refresh()
+        except (*SYNC_ERRORS, TimeoutError) as exc:
+            log.debug("GET /v1/cluster from the cached map: %r", exc)
         nodes = sorted(self.pmap.nodes)
         collected = await collect_status(self.rpc, nodes, self.cfg.node_id, self.local_status)
         reports: dict[int, Any] = {**collected.errors, **collected.reports}
